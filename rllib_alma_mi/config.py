@@ -1,0 +1,160 @@
+"""`AlmaPPOConfig` / `AlmaPPO`: PPO on RLlib's new API stack with the ALMA hierarchy and MINE."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from rllib_alma_mi.hierarchy import ALLOCATOR
+from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
+from rllib_alma_mi.rllib.allocator_module import AllocatorModule
+from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback
+from rllib_alma_mi.rllib.learner import AlmaPPOLearner
+from rllib_alma_mi.rllib.worker_module import WorkerModule
+from rllib_alma_mi.settings import (
+    HierarchySettings,
+    ModelSettings,
+    MutualInfoSettings,
+    check_combination,
+)
+
+WORKER = "worker"
+_ALMA_KEYS = tuple(k for k in HierarchySettings.keys() if k != "include_state") + ModelSettings.keys()
+
+
+def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
+    """Policy mapping: the allocator agent to `allocator`, every low-level agent to `worker`."""
+    return ALLOCATOR if agent_id == ALLOCATOR else WORKER
+
+
+class AlmaPPOConfig(PPOConfig):
+    """PPO config with two extra blocks: `.alma(...)` and `.mutual_info(...)`.
+
+    The modules (`allocator`, `worker`), the policy mapping, the hierarchy wrapper and the
+    learner are set up from these blocks when the algorithm is built.
+    """
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class or AlmaPPO)
+        for settings in (HierarchySettings(), ModelSettings(), MutualInfoSettings()):
+            for key, value in settings.to_dict().items():
+                if key != "include_state":
+                    setattr(self, key, value)
+        self.training(
+            lr=3e-4,
+            gamma=0.99,
+            lambda_=0.95,
+            train_batch_size_per_learner=4000,
+            minibatch_size=1000,
+            num_epochs=5,
+            clip_param=0.2,
+            entropy_coeff=0.01,
+            vf_loss_coeff=0.5,
+            use_kl_loss=False,
+            grad_clip=10.0,
+            grad_clip_by="global_norm",
+        )
+        self.env_runners(
+            num_env_runners=1, num_envs_per_env_runner=8, rollout_fragment_length="auto"
+        )
+        self.callbacks(TaskMetricsCallback)
+
+    # ------------------------------------------------------------------ the two new blocks
+    def alma(self, **kwargs: Any) -> AlmaPPOConfig:
+        """Hierarchy and model settings: allocation, alloc_interval, worker_reward,
+        subtask_mask, allocator_view, embed_dim, n_heads, agent_attention."""
+        unknown = sorted(set(kwargs) - set(_ALMA_KEYS))
+        if unknown:
+            raise ValueError(f"alma(): unknown key(s) {unknown}; allowed keys are {list(_ALMA_KEYS)}")
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        self.hierarchy_settings(), self.model_settings()
+        return self
+
+    def mutual_info(self, **kwargs: Any) -> AlmaPPOConfig:
+        """MINE settings: use_mutual_info, mi_measure, mi_embed_dim, mi_weight, mi_scheme,
+        mi_target, mi_detach_target, mi_negatives."""
+        allowed = MutualInfoSettings.keys()
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise ValueError(f"mutual_info(): unknown key(s) {unknown}; allowed keys are {list(allowed)}")
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        self.mi_settings()
+        return self
+
+    def hierarchy_settings(self) -> HierarchySettings:
+        keys = [k for k in HierarchySettings.keys() if k != "include_state"]
+        hierarchy = HierarchySettings(**{k: getattr(self, k) for k in keys})
+        mi = self.mi_settings()
+        needs_state = mi.use_mutual_info and (mi.mi_target == "global_state" or mi.mi_scheme == 1)
+        return replace(hierarchy, include_state=needs_state)
+
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(**{k: getattr(self, k) for k in ModelSettings.keys()})
+
+    def mi_settings(self) -> MutualInfoSettings:
+        return MutualInfoSettings(**{k: getattr(self, k) for k in MutualInfoSettings.keys()})
+
+    # ------------------------------------------------------------------ build-time wiring
+    def validate(self) -> None:
+        if self.enable_rl_module_and_learner:
+            self._wire_hierarchy()
+        super().validate()
+
+    def _wire_hierarchy(self) -> None:
+        hierarchy, model, mi = self.hierarchy_settings(), self.model_settings(), self.mi_settings()
+        check_combination(hierarchy, mi)
+        if not isinstance(self.env, str):
+            raise ValueError(
+                "AlmaPPOConfig needs a registered environment name: call "
+                ".environment('save_the_city') or register your own with "
+                "rllib_alma_mi.register_env(name, creator)"
+            )
+        env_kwargs = {k: v for k, v in (self.env_config or {}).items() if k != HIERARCHY_KEY}
+        self.env_config = {**env_kwargs, HIERARCHY_KEY: hierarchy.to_dict()}
+        probe = make_env(self.env, self.env_config)
+        worker_id = probe.workers[0]
+        module_ids = [WORKER] + ([ALLOCATOR] if probe.learned else [])
+        mi_block = {**mi.to_dict(), "mi_enabled": False}
+        specs = {}
+        for module_id in module_ids:
+            agent = ALLOCATOR if module_id == ALLOCATOR else worker_id
+            carries_mi = mi.use_mutual_info and mi.module_id == module_id
+            specs[module_id] = RLModuleSpec(
+                module_class=AllocatorModule if module_id == ALLOCATOR else WorkerModule,
+                observation_space=probe.observation_spaces[agent],
+                action_space=probe.action_spaces[agent],
+                model_config={**model.to_dict(), **mi_block, "mi_enabled": carries_mi},
+            )
+        self.multi_agent(
+            policies=set(module_ids),
+            policy_mapping_fn=agent_to_module,
+            policies_to_train=list(module_ids),
+        )
+        self.rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
+        self._ensure_metrics_callback()
+
+    def _ensure_metrics_callback(self) -> None:
+        current = self.callbacks_class
+        classes = list(current) if isinstance(current, (list, tuple)) else [current]
+        if any(isinstance(c, type) and issubclass(c, TaskMetricsCallback) for c in classes):
+            return
+        classes = [c for c in classes if c is not RLlibCallback]
+        self.callbacks_class = classes + [TaskMetricsCallback] if classes else TaskMetricsCallback
+
+    def get_default_learner_class(self):
+        return AlmaPPOLearner
+
+
+class AlmaPPO(PPO):
+    """PPO whose default config is `AlmaPPOConfig` (so its settings reach the learner)."""
+
+    @classmethod
+    def get_default_config(cls) -> AlmaPPOConfig:
+        return AlmaPPOConfig()

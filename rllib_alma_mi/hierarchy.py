@@ -1,0 +1,302 @@
+"""The ALMA hierarchy as an RLlib `MultiAgentEnv` around any contract environment.
+
+An extra agent, `allocator`, acts at reset, every `alloc_interval` env steps and whenever a task
+resolves. Its action is the joint allocation: one task index per agent slot (slot i is entity
+row i). Workers then act inside their subtask for the following env steps. RLlib sees the
+allocation as its own step of the multi-agent episode, so the allocator's transitions are its
+decisions and its discount applies per decision, not per env step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+from rllib_alma_mi.settings import HierarchySettings
+
+ALLOCATOR = "allocator"
+STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")
+EPISODE_STATS = ("solved", "tasks_completed_frac", "tasks_burned_frac")
+
+
+def _binary_box(shape: tuple[int, ...]) -> gym.spaces.Box:
+    return gym.spaces.Box(0, 1, shape=shape, dtype=np.int8)
+
+
+class HierarchicalEnv(MultiAgentEnv):
+    """Wraps a contract `ParallelEnv` (see `envs.contract`) into the allocator/worker hierarchy.
+
+    Allocator observation (Dict): `entities` (E, F), `entity_mask` (E,), `obs_mask` (E,),
+    `entity2task` (E, T), `task_mask` (T,), `agent_mask` (N,) live agent slots,
+    `agent_obs_mask` (N, E) what each agent sees, and `state` when `include_state`.
+    Allocator action: MultiDiscrete([T] * N), a task per agent slot (dead slots are ignored).
+    Worker observation: the contract observation with `obs_mask` restricted to the worker's
+    subtask (itself, its task's entities, agents on the same task), plus `state` when asked.
+    """
+
+    def __init__(self, base_env, settings: HierarchySettings | None = None):
+        super().__init__()
+        self.base = base_env
+        self.settings = settings or HierarchySettings()
+        self.workers = list(base_env.possible_agents)
+        self.n_slots = len(self.workers)
+        space = base_env.observation_space(self.workers[0])
+        self._base_obs_space = space
+        self.n_entities, self.n_features = space["entities"].shape
+        self.n_tasks = space["task_mask"].shape[0]
+        if self.n_slots > self.n_entities:
+            raise ValueError(
+                f"the environment has {self.n_slots} possible agents but only "
+                f"{self.n_entities} entity rows; agents must be the first entity rows"
+            )
+        if self.settings.allocation == "heuristic" and not hasattr(base_env, "heuristic_allocation"):
+            raise ValueError(
+                "allocation='heuristic' needs the environment to provide "
+                "heuristic_allocation() -> (n_agents,) task indices; this one does not. "
+                "Use allocation='learned' or 'random'."
+            )
+        self.learned = self.settings.allocation == "learned"
+        self.flat = self.settings.allocation == "none"
+        self.possible_agents = ([ALLOCATOR] if self.learned else []) + self.workers
+        self.observation_spaces = {w: self._worker_space() for w in self.workers}
+        self.action_spaces = {w: base_env.action_space(w) for w in self.workers}
+        if self.learned:
+            self.observation_spaces[ALLOCATOR] = self._allocator_space()
+            self.action_spaces[ALLOCATOR] = gym.spaces.MultiDiscrete(
+                [self.n_tasks] * self.n_slots
+            )
+        self.agents = []
+        self._rng = np.random.default_rng()
+        self._allocation = np.zeros(self.n_slots, dtype=np.int64)
+
+    # ----------------------------------------------------------------------------- spaces
+    def _state_space(self) -> gym.spaces.Dict:
+        s = self._base_obs_space
+        return gym.spaces.Dict({k: s[k] for k in STATE_KEYS})
+
+    def _worker_space(self) -> gym.spaces.Dict:
+        spaces = dict(self._base_obs_space.spaces)
+        if self.settings.include_state:
+            spaces["state"] = self._state_space()
+        return gym.spaces.Dict(spaces)
+
+    def _allocator_space(self) -> gym.spaces.Dict:
+        s = self._base_obs_space
+        spaces = {k: s[k] for k in ("entities", "entity_mask", "obs_mask", "entity2task", "task_mask")}
+        spaces["agent_mask"] = _binary_box((self.n_slots,))
+        spaces["agent_obs_mask"] = _binary_box((self.n_slots, self.n_entities))
+        if self.settings.include_state:
+            spaces["state"] = self._state_space()
+        return gym.spaces.Dict(spaces)
+
+    # ----------------------------------------------------------------------------- episode
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._obs, infos = self.base.reset(seed=seed, options=options)
+        self._read_base_obs()
+        self._t = 0
+        self._alloc_reward = 0.0
+        self._allocation[:] = 0
+        self.agents = ([ALLOCATOR] if self.learned else []) + list(self.base.agents)
+        if self.learned:
+            self._awaiting_allocation = True
+            return {ALLOCATOR: self._allocator_obs()}, {ALLOCATOR: {}}
+        self._awaiting_allocation = False
+        self._allocate_by_rule()
+        return self._worker_obs(), {a: infos.get(a, {}) for a in self._live}
+
+    def step(self, action_dict: dict[str, Any]):
+        if self._awaiting_allocation:
+            return self._allocation_step(action_dict)
+        return self._worker_step(action_dict)
+
+    def _allocation_step(self, action_dict: dict[str, Any]):
+        extra = sorted(set(action_dict) - {ALLOCATOR})
+        if ALLOCATOR not in action_dict or extra:
+            raise ValueError(
+                f"an allocation step expects exactly the action of '{ALLOCATOR}', got keys "
+                f"{sorted(action_dict)}"
+            )
+        self._apply_allocation(action_dict[ALLOCATOR])
+        self._awaiting_allocation = False
+        obs = self._worker_obs()
+        zeros = {a: 0.0 for a in obs}
+        return obs, zeros, self._not_done(), self._not_done(), {a: {} for a in obs}
+
+    def _worker_step(self, action_dict: dict[str, Any]):
+        missing = [a for a in self._live if a not in action_dict]
+        unknown = sorted(set(action_dict) - set(self._live))
+        if missing or unknown:
+            raise ValueError(
+                f"worker step: missing actions for {missing}, unexpected actions for {unknown}; "
+                f"the live workers are {self._live}"
+            )
+        prev_task_mask = self._task_mask
+        self._obs, rewards, terms, truncs, infos = self.base.step(action_dict)
+        self._t += 1
+        team_reward = float(rewards[self._live[0]])
+        self._alloc_reward += team_reward
+        out_rewards = {a: self._worker_reward(a, rewards, infos) for a in self._live}
+        terminated = any(terms.values())
+        truncated = any(truncs.values()) and not terminated
+        done = terminated or truncated or not self.base.agents
+        self._read_base_obs()
+        if done:
+            return self._final_step(out_rewards, infos, terminated, truncated)
+        task_resolved = bool(np.any(prev_task_mask & ~self._task_mask))
+        due = self._t % self.settings.alloc_interval == 0 or task_resolved
+        if due and self.learned:
+            self._awaiting_allocation = True
+            out_rewards[ALLOCATOR] = self._take_alloc_reward()
+            obs = {ALLOCATOR: self._allocator_obs()}
+            return obs, out_rewards, self._not_done(), self._not_done(), {ALLOCATOR: {}}
+        if due:
+            self._allocate_by_rule()
+        return self._worker_obs(), out_rewards, self._not_done(), self._not_done(), infos
+
+    def _final_step(self, rewards: dict, infos: dict, terminated: bool, truncated: bool):
+        stats = {k: infos[self._live[0]][k] for k in EPISODE_STATS if k in infos[self._live[0]]}
+        stats["base_env_steps"] = self._t
+        obs = self._worker_obs()
+        out_infos = {a: {**infos.get(a, {}), **stats} for a in obs}
+        if self.learned:
+            obs[ALLOCATOR] = self._allocator_obs()
+            rewards[ALLOCATOR] = self._take_alloc_reward()
+            out_infos[ALLOCATOR] = stats
+        terms = {a: terminated for a in obs} | {"__all__": terminated}
+        truncs = {a: truncated for a in obs} | {"__all__": truncated}
+        self._awaiting_allocation = False
+        return obs, rewards, terms, truncs, out_infos
+
+    def _not_done(self) -> dict[str, bool]:
+        return {"__all__": False}
+
+    def _take_alloc_reward(self) -> float:
+        reward, self._alloc_reward = self._alloc_reward, 0.0
+        return reward
+
+    def _worker_reward(self, agent: str, rewards: dict, infos: dict) -> float:
+        if self.flat or self.settings.worker_reward == "team":
+            return float(rewards[agent])
+        task_rewards = infos[agent]["task_rewards"]
+        return float(task_rewards[self._allocation[self._slot[agent]]])
+
+    # ----------------------------------------------------------------------------- allocation
+    def _apply_allocation(self, allocation) -> None:
+        alloc = np.asarray(allocation)
+        if alloc.shape != (self.n_slots,) or not np.issubdtype(alloc.dtype, np.integer):
+            raise ValueError(
+                f"allocation must be an integer array of shape ({self.n_slots},), one task per "
+                f"agent slot; got {alloc.dtype} array of shape {alloc.shape}"
+            )
+        live_slots = self._live_slots()
+        chosen = alloc[live_slots]
+        if np.any(chosen < 0) or np.any(chosen >= self.n_tasks) or not np.all(
+            self._task_mask[np.clip(chosen, 0, self.n_tasks - 1)]
+        ):
+            raise ValueError(
+                f"allocation {alloc.tolist()} assigns live agent slots {live_slots.tolist()} to "
+                f"tasks {chosen.tolist()}, but only tasks "
+                f"{np.flatnonzero(self._task_mask).tolist()} are live"
+            )
+        self._allocation[:] = 0
+        self._allocation[live_slots] = chosen
+        if hasattr(self.base, "set_assignment"):
+            self.base.set_assignment({a: int(self._allocation[self._slot[a]]) for a in self._live})
+
+    def _allocate_by_rule(self) -> None:
+        if self.flat:
+            return
+        if self.settings.allocation == "heuristic":
+            alloc = np.asarray(self.base.heuristic_allocation(), dtype=np.int64)
+        else:
+            live_tasks = np.flatnonzero(self._task_mask)
+            alloc = np.zeros(self.n_slots, dtype=np.int64)
+            if live_tasks.size:
+                alloc[:] = self._rng.choice(live_tasks, size=self.n_slots)
+        self._apply_allocation(alloc)
+
+    def allocation(self) -> dict[str, int]:
+        """The current task of each live worker."""
+        return {a: int(self._allocation[self._slot[a]]) for a in self._live}
+
+    # ----------------------------------------------------------------------------- observations
+    def _read_base_obs(self) -> None:
+        self._live = [a for a in self.workers if a in self._obs]
+        self._slot = {}
+        for a in self._live:
+            slot = int(self._obs[a]["agent_index"])
+            if slot >= self.n_slots:
+                raise ValueError(
+                    f"agent '{a}' has agent_index {slot}, but the hierarchy needs agents in the "
+                    f"first {self.n_slots} entity rows (one per possible agent)"
+                )
+            self._slot[a] = slot
+        self._state = self.base.state()
+        self._task_mask = self._state["task_mask"].astype(bool)
+
+    def _live_slots(self) -> np.ndarray:
+        return np.array(sorted(self._slot.values()), dtype=np.int64)
+
+    def _state_obs(self) -> dict[str, np.ndarray]:
+        return {k: self._state[k] for k in STATE_KEYS}
+
+    def _allocator_obs(self) -> dict[str, np.ndarray]:
+        agent_mask = np.zeros(self.n_slots, dtype=np.int8)
+        agent_obs_mask = np.zeros((self.n_slots, self.n_entities), dtype=np.int8)
+        for a, slot in self._slot.items():
+            agent_mask[slot] = 1
+            agent_obs_mask[slot] = self._obs[a]["obs_mask"]
+        entity_mask = self._state["entity_mask"]
+        entities, entity2task = self._state["entities"], self._state["entity2task"]
+        if self.settings.allocator_view == "team":
+            seen = agent_obs_mask.max(axis=0)
+            entities = entities * seen[:, None].astype(entities.dtype)
+            entity2task = entity2task * seen[:, None]
+            entity_mask = entity_mask * seen
+            obs_mask = seen.astype(np.int8)
+        else:
+            obs_mask = entity_mask.astype(np.int8, copy=True)
+        obs = {
+            "entities": entities,
+            "entity_mask": entity_mask,
+            "obs_mask": obs_mask,
+            "entity2task": entity2task,
+            "task_mask": self._state["task_mask"],
+            "agent_mask": agent_mask,
+            "agent_obs_mask": agent_obs_mask,
+        }
+        if self.settings.include_state:
+            obs["state"] = self._state_obs()
+        return obs
+
+    def _worker_obs(self) -> dict[str, dict[str, np.ndarray]]:
+        restrict = self.settings.subtask_mask and not self.flat
+        if restrict:
+            # entities each task owns, plus per-task agent rows (agents on the same task)
+            task_entities = self._state["entity2task"].T.astype(bool)  # (T, E)
+        out = {}
+        for a in self._live:
+            obs = dict(self._obs[a])
+            if restrict:
+                slot = self._slot[a]
+                task = self._allocation[slot]
+                allowed = task_entities[task].copy()
+                mates = [s for s in self._slot.values() if self._allocation[s] == task]
+                allowed[mates] = True
+                allowed[slot] = True
+                obs["obs_mask"] = (obs["obs_mask"].astype(bool) & allowed).astype(np.int8)
+            if self.settings.include_state:
+                obs["state"] = self._state_obs()
+            out[a] = obs
+        return out
+
+    def render(self):
+        return self.base.render()
+
+    def close(self):
+        self.base.close()

@@ -1,0 +1,99 @@
+"""The `allocator` RLModule: ALMA's autoregressive pointer allocator with a value head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from rllib_alma_mi.nn.allocation import AllocatorNet
+from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
+from rllib_alma_mi.rllib.mi_head import MIHead
+
+
+class AllocatorModule(TorchRLModule, ValueFunctionAPI):
+    """Joint allocation policy over the hierarchy's allocator observation.
+
+    Observation: the Dict of `HierarchicalEnv` (entities (E, F), masks, agent_mask (N,),
+    agent_obs_mask (N, E), optional `state`). Action: (N,) task indices.
+    Exploration/inference sample autoregressively and return the actions, their joint log-prob
+    and the per-step conditional logits (B, N*T); training recomputes those logits in one
+    teacher-forced pass, so RLlib's MultiCategorical over them gives the exact joint log-prob.
+
+    model_config: `embed_dim`, `n_heads`, `agent_attention`, and the MI settings (`mi_*`,
+    `use_mutual_info`) when this module carries the MI term.
+    """
+
+    def setup(self) -> None:
+        space = self.observation_space
+        cfg = self.model_config
+        self.n_entities, self.n_features = space["entities"].shape
+        self.n_tasks = space["task_mask"].shape[0]
+        self.n_slots = space["agent_mask"].shape[0]
+        embed_dim = cfg.get("embed_dim", 128)
+        self.net = AllocatorNet(
+            self.n_features,
+            self.n_slots,
+            self.n_tasks,
+            embed_dim=embed_dim,
+            n_heads=cfg.get("n_heads", 4),
+            agent_attention=cfg.get("agent_attention", True),
+        )
+        self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
+        self.value_out = torch.nn.Linear(embed_dim, 1)
+        self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=self.n_features)
+
+    def _acting_obs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # Acting never reads the centralized `state`.
+        return {k: v for k, v in batch[Columns.OBS].items() if k != "state"}
+
+    def _act(self, batch: dict[str, Any], deterministic: bool) -> dict[str, Any]:
+        obs = self._acting_obs(batch)
+        allocation, log_prob, _, logits = self.net.sample(obs, deterministic=deterministic)
+        return {
+            Columns.ACTIONS: allocation,
+            Columns.ACTION_LOGP: log_prob,
+            Columns.ACTION_DIST_INPUTS: logits.flatten(1),
+        }
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, deterministic=True)
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, deterministic=False)
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, deterministic=False)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        obs = self._acting_obs(batch)
+        enc = self.net.encode(obs)
+        _, _, logits = self.net.log_prob(obs, batch[Columns.ACTIONS].long(), enc=enc)
+        out = {Columns.ACTION_DIST_INPUTS: logits.flatten(1)}
+        if self.mi is not None:
+            out.update(self.mi.inputs_from_allocator(enc, batch[Columns.OBS]))
+        return out
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        obs = batch[Columns.OBS]
+        visible = obs["entity_mask"].bool() & obs["obs_mask"].bool()
+        pooled = self.value_net({"entities": obs["entities"], "entity_mask": visible})
+        return self.value_out(pooled).squeeze(-1)
+
+    def _dist_cls(self):
+        return TorchMultiCategorical.get_partial_dist_cls(
+            input_lens=[self.n_tasks] * self.n_slots
+        )
+
+    def get_train_action_dist_cls(self):
+        return self._dist_cls()
+
+    def get_exploration_action_dist_cls(self):
+        return self._dist_cls()
+
+    def get_inference_action_dist_cls(self):
+        return self._dist_cls()

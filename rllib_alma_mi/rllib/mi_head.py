@@ -1,0 +1,96 @@
+"""The MI term of one module: which representation (x) is paired with which summary (y)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder, entity_mean, task_mean
+from rllib_alma_mi.nn.mine import MINE
+
+
+class MIHead(nn.Module):
+    """MINE between a module's representation and a global summary (RACE's auxiliary term).
+
+    Scheme 3: allocator agent embeddings (B, N, D) vs. the summary; scheme 2: allocator task
+    embeddings (B, T, D) vs. the summary; scheme 1: worker hidden state (B, D) vs. a summary of
+    the centralized `state`. Targets: `task_mean`, `entity_mean`, `global_state`.
+    """
+
+    def __init__(
+        self,
+        *,
+        scheme: int,
+        target: str,
+        measure: str,
+        mi_embed_dim: int,
+        negatives: int,
+        detach_target: bool,
+        x_dim: int,
+        n_features: int,
+    ):
+        super().__init__()
+        self.scheme, self.target, self.detach_target = scheme, target, detach_target
+        needs_state_encoder = target == "global_state" or scheme == 1
+        self.state_encoder = GlobalStateEncoder(n_features, x_dim) if needs_state_encoder else None
+        self.mine = MINE(x_dim, x_dim, measure=measure, embed_dim=mi_embed_dim, negatives=negatives)
+
+    @classmethod
+    def from_model_config(cls, cfg: dict[str, Any], *, x_dim: int, n_features: int):
+        """The head described by a module's model_config, or None when it carries no MI."""
+        if not cfg.get("mi_enabled", False):
+            return None
+        return cls(
+            scheme=cfg["mi_scheme"],
+            target=cfg["mi_target"],
+            measure=cfg["mi_measure"],
+            mi_embed_dim=cfg["mi_embed_dim"],
+            negatives=cfg["mi_negatives"],
+            detach_target=cfg["mi_detach_target"],
+            x_dim=x_dim,
+            n_features=n_features,
+        )
+
+    def _finish(self, x, y, mask) -> dict[str, torch.Tensor]:
+        if self.detach_target:
+            y = y.detach()
+        return {"mi_x": x, "mi_y": y, "mi_mask": mask}
+
+    def inputs_from_allocator(self, enc, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.scheme == 3:
+            x, mask = enc.agent_emb, obs["agent_mask"] > 0
+        else:
+            x, mask = enc.task_emb, obs["task_mask"] > 0
+        if self.target == "task_mean":
+            y = task_mean(enc.task_emb, obs["task_mask"])
+        elif self.target == "entity_mean":
+            y = entity_mean(enc.entity_emb, (obs["entity_mask"] > 0) & (obs["obs_mask"] > 0))
+        else:
+            y = self.state_encoder(self._state(obs))
+        return self._finish(x, y, mask)
+
+    def inputs_from_worker(self, hidden: torch.Tensor, obs: dict[str, torch.Tensor]):
+        y = self.state_encoder(self._state(obs))
+        mask = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
+        return self._finish(hidden, y, mask)
+
+    @staticmethod
+    def _state(obs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if "state" not in obs:
+            raise ValueError(
+                "mi_target='global_state' (and mi_scheme=1) need the centralized state in the "
+                "observation under 'state'; the hierarchy adds it with include_state=True"
+            )
+        return obs["state"]
+
+    def loss(
+        self, fwd_out: dict[str, torch.Tensor], loss_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mi_loss, mi_value) over the valid rows, with PPO's loss mask applied."""
+        mask = fwd_out["mi_mask"].bool()
+        if loss_mask is not None:
+            lm = loss_mask.bool()
+            mask = mask & (lm[:, None] if mask.dim() == 2 else lm)
+        return self.mine(fwd_out["mi_x"], fwd_out["mi_y"], mask)

@@ -1,0 +1,60 @@
+"""The `worker` RLModule: entity attention inside the assigned subtask, shared by all workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from rllib_alma_mi.nn.worker import WorkerNet
+from rllib_alma_mi.rllib.mi_head import MIHead
+
+
+class WorkerModule(TorchRLModule, ValueFunctionAPI):
+    """Low-level policy: the agent's row attends over the entities it may use.
+
+    Observation: the contract Dict (entities (E, F), entity_mask, obs_mask restricted to the
+    subtask, agent_index, action_mask (A,), optional `state`). Output: masked logits (B, A).
+    The value head has its own encoder. With MI scheme 1 this module carries the MI term
+    (its hidden state vs. a summary of the centralized `state`).
+    """
+
+    def setup(self) -> None:
+        space = self.observation_space
+        cfg = self.model_config
+        _, n_features = space["entities"].shape
+        n_actions = space["action_mask"].shape[0]
+        embed_dim = cfg.get("embed_dim", 128)
+        n_heads = cfg.get("n_heads", 4)
+        self.pi_net = WorkerNet(n_features, n_actions, embed_dim=embed_dim, n_heads=n_heads)
+        self.vf_net = WorkerNet(n_features, n_actions, embed_dim=embed_dim, n_heads=n_heads)
+        self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=n_features)
+        if self.mi is not None and "state" not in space.spaces:
+            raise ValueError(
+                "mi_scheme=1 needs the centralized state in the worker observations; the "
+                "hierarchy adds it when include_state=True"
+            )
+
+    @staticmethod
+    def _acting_obs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in batch[Columns.OBS].items() if k != "state"}
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        obs = self._acting_obs(batch)
+        hidden = self.pi_net.encode(obs)
+        return {Columns.ACTION_DIST_INPUTS: self.pi_net.logits(hidden, obs["action_mask"])}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        obs = self._acting_obs(batch)
+        hidden = self.pi_net.encode(obs)
+        out = {Columns.ACTION_DIST_INPUTS: self.pi_net.logits(hidden, obs["action_mask"])}
+        if self.mi is not None:
+            out.update(self.mi.inputs_from_worker(hidden, batch[Columns.OBS]))
+        return out
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        obs = self._acting_obs(batch)
+        return self.vf_net.value(self.vf_net.encode(obs))

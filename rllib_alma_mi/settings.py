@@ -1,0 +1,162 @@
+"""Typed, validated settings of the hierarchy and the mutual-information term.
+
+Pure Python (no Ray import): the environment wrapper, the RLlib config and the YAML loader all
+validate through these dataclasses, so a bad value fails the same way everywhere: a
+`ValueError` naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ALLOCATIONS = ("learned", "heuristic", "random", "none")
+WORKER_REWARDS = ("task", "team")
+ALLOCATOR_VIEWS = ("global", "team")
+MI_MEASURES = ("JSD", "GAN", "KL")
+MI_SCHEMES = (1, 2, 3)
+MI_TARGETS = ("task_mean", "entity_mean", "global_state")
+
+
+def check_choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+        raise ValueError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} must be a bool (True or False)")
+
+
+def check_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key}={value!r} must be an integer >= {minimum}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{key}={value!r} is out of range; it must be >= {minimum}{upper}")
+
+
+def check_float(key: str, value: Any, minimum: float, maximum: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}={value!r} must be a number >= {minimum}")
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{key}={value!r} is out of range; it must be finite, >= {minimum}{upper}")
+
+
+class _Settings:
+    """Shared helpers: build from a dict with unknown keys rejected, and dump to a dict."""
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; allowed keys are {list(cls.keys())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HierarchySettings(_Settings):
+    """How the allocator drives the low-level workers (see `HierarchicalEnv`).
+
+    allocation: "learned" (the `allocator` module), "heuristic" (the environment's rule),
+        "random" (uniform over live tasks) or "none" (flat: no allocator, no subtask mask).
+    alloc_interval: env steps between allocations (also re-allocates when a task resolves).
+    worker_reward: "task" (the assigned task's reward, as ALMA) or "team".
+    subtask_mask: restrict each worker's view to its subtask (ALMA); False = ALMA's "no mask".
+    allocator_view: "global" (the centralized state) or "team" (the union of the agents' sight).
+    include_state: add the centralized state under `state` to observations (training only).
+    """
+
+    allocation: str = "learned"
+    alloc_interval: int = 5
+    worker_reward: str = "task"
+    subtask_mask: bool = True
+    allocator_view: str = "global"
+    include_state: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("allocation", self.allocation, ALLOCATIONS)
+        check_int("alloc_interval", self.alloc_interval, 1)
+        check_choice("worker_reward", self.worker_reward, WORKER_REWARDS)
+        check_bool("subtask_mask", self.subtask_mask)
+        check_choice("allocator_view", self.allocator_view, ALLOCATOR_VIEWS)
+        check_bool("include_state", self.include_state)
+
+
+@dataclass(frozen=True)
+class ModelSettings(_Settings):
+    """Widths of the entity-attention networks shared by both modules."""
+
+    embed_dim: int = 128
+    n_heads: int = 4
+    agent_attention: bool = True
+
+    def __post_init__(self) -> None:
+        check_int("embed_dim", self.embed_dim, 1)
+        check_int("n_heads", self.n_heads, 1)
+        if self.embed_dim % self.n_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} must be divisible by n_heads={self.n_heads}; "
+                "pick an embed_dim that is a multiple of n_heads"
+            )
+        check_bool("agent_attention", self.agent_attention)
+
+
+@dataclass(frozen=True)
+class MutualInfoSettings(_Settings):
+    """The MINE auxiliary term (RACE): `total = ppo_loss + mi_weight * mi_loss`.
+
+    mi_scheme: 1 = worker hidden state vs the global summary (worker module);
+        2 = task embeddings vs the global summary (allocator);
+        3 = agent embeddings vs the global summary (allocator, default).
+    mi_target: the global summary: "task_mean", "entity_mean" or "global_state"
+        (an encoder of the centralized state).
+    """
+
+    use_mutual_info: bool = True
+    mi_measure: str = "JSD"
+    mi_embed_dim: int = 128
+    mi_weight: float = 1e-3
+    mi_scheme: int = 3
+    mi_target: str = "task_mean"
+    mi_detach_target: bool = False
+    mi_negatives: int = 128
+
+    def __post_init__(self) -> None:
+        check_bool("use_mutual_info", self.use_mutual_info)
+        check_choice("mi_measure", self.mi_measure, MI_MEASURES)
+        check_int("mi_embed_dim", self.mi_embed_dim, 1)
+        check_float("mi_weight", self.mi_weight, 0.0)
+        check_choice("mi_scheme", self.mi_scheme, MI_SCHEMES)
+        check_choice("mi_target", self.mi_target, MI_TARGETS)
+        check_bool("mi_detach_target", self.mi_detach_target)
+        check_int("mi_negatives", self.mi_negatives, 1)
+
+    @property
+    def module_id(self) -> str:
+        """The module that carries the term."""
+        return "worker" if self.mi_scheme == 1 else "allocator"
+
+
+def check_combination(hierarchy: HierarchySettings, mi: MutualInfoSettings) -> None:
+    """Reject settings that are valid alone but meaningless together."""
+    if mi.use_mutual_info and mi.mi_scheme in (2, 3) and hierarchy.allocation != "learned":
+        raise ValueError(
+            f"mi_scheme={mi.mi_scheme} puts the MI term on the allocator, but "
+            f"allocation={hierarchy.allocation!r} has no learned allocator; use "
+            "allocation='learned', mi_scheme=1 (worker), or use_mutual_info=False"
+        )
+    if hierarchy.allocation == "none" and hierarchy.allocator_view != "global":
+        raise ValueError(
+            "allocator_view only applies with an allocator; with allocation='none' leave it "
+            "at 'global'"
+        )

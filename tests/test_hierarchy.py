@@ -1,0 +1,139 @@
+"""The hierarchy wrapper: allocation timing, masks, rewards, final observations."""
+
+import numpy as np
+import pytest
+from custom_env import LineVisitEnv
+
+from rllib_alma_mi.hierarchy import ALLOCATOR, HierarchicalEnv
+from rllib_alma_mi.settings import HierarchySettings
+
+
+def make(**settings):
+    return HierarchicalEnv(LineVisitEnv(n_agents=2, n_targets=3, length=8), HierarchySettings(**settings))
+
+
+def first_live_task(obs):
+    return int(np.flatnonzero(obs["task_mask"])[0])
+
+
+def test_allocator_acts_first_then_workers_see_only_their_subtask():
+    env = make()
+    obs, _ = env.reset(seed=0)
+    assert list(obs) == [ALLOCATOR]
+    alloc_obs = obs[ALLOCATOR]
+    assert env.observation_spaces[ALLOCATOR].contains(alloc_obs)
+    obs, rewards, *_ = env.step({ALLOCATOR: np.array([0, 2])})
+    assert sorted(obs) == ["agent_0", "agent_1"]
+    n = 2
+    # agent_0 sees itself and target 0 only; agent_1 itself and target 2
+    assert np.flatnonzero(obs["agent_0"]["obs_mask"]).tolist() == [0, n + 0]
+    assert np.flatnonzero(obs["agent_1"]["obs_mask"]).tolist() == [1, n + 2]
+    assert env.allocation() == {"agent_0": 0, "agent_1": 2}
+
+
+def test_co_assigned_agents_see_each_other():
+    env = make()
+    env.reset(seed=0)
+    obs, *_ = env.step({ALLOCATOR: np.array([1, 1])})
+    assert np.flatnonzero(obs["agent_0"]["obs_mask"]).tolist() == [0, 1, 3]
+
+
+def test_no_subtask_mask_keeps_full_view():
+    env = make(subtask_mask=False)
+    env.reset(seed=0)
+    obs, *_ = env.step({ALLOCATOR: np.array([0, 0])})
+    assert obs["agent_0"]["obs_mask"].sum() == 5
+
+
+def test_allocator_reacts_every_interval_and_gets_summed_team_reward():
+    env = make(alloc_interval=3)
+    env.reset(seed=1)
+    env.step({ALLOCATOR: np.array([0, 1])})
+    team = 0.0
+    for t in range(1, 4):
+        obs, rewards, terms, truncs, _ = env.step({"agent_0": 0, "agent_1": 0})
+        team += rewards.get("agent_0", 0.0) if env.settings.worker_reward == "team" else 0.0
+        if t < 3:
+            assert ALLOCATOR not in obs
+    assert list(obs) == [ALLOCATOR]
+    assert rewards[ALLOCATOR] == pytest.approx(0.0)  # nobody moved, nothing visited
+
+
+def test_masked_allocation_raises():
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="only tasks"):
+        env.step({ALLOCATOR: np.array([0, 7])})
+    with pytest.raises(ValueError, match="shape"):
+        env.step({ALLOCATOR: np.array([0, 1, 2])})
+
+
+def test_missing_worker_action_raises():
+    env = make()
+    env.reset(seed=0)
+    env.step({ALLOCATOR: np.array([0, 1])})
+    with pytest.raises(ValueError, match="missing actions"):
+        env.step({"agent_0": 0})
+
+
+def run_episode(env, seed=0, policy_rng=None):
+    rng = policy_rng or np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    total = {}
+    while True:
+        actions = {}
+        for agent, o in obs.items():
+            if agent == ALLOCATOR:
+                live = np.flatnonzero(o["task_mask"])
+                actions[agent] = rng.choice(live, size=len(o["agent_mask"]))
+            else:
+                actions[agent] = int(rng.choice(np.flatnonzero(o["action_mask"])))
+        obs, rewards, terms, truncs, infos = env.step(actions)
+        for a, r in rewards.items():
+            total[a] = total.get(a, 0.0) + r
+        if terms["__all__"] or truncs["__all__"]:
+            return obs, total, infos, terms, truncs
+
+
+def test_final_step_gives_every_agent_that_acted_a_last_observation():
+    env = make()
+    obs, total, infos, terms, truncs = run_episode(env)
+    assert set(obs) == {ALLOCATOR, "agent_0", "agent_1"}
+    assert "base_env_steps" in infos[ALLOCATOR]
+
+
+def test_allocator_return_equals_team_return():
+    env = make(worker_reward="team")
+    obs, total, *_ = run_episode(env, seed=3)
+    assert total[ALLOCATOR] == pytest.approx(total["agent_0"])
+
+
+def test_random_and_flat_modes_have_no_allocator_agent():
+    for allocation in ("random", "none"):
+        env = make(allocation=allocation)
+        assert ALLOCATOR not in env.possible_agents
+        obs, *_ = run_episode(env)
+        assert ALLOCATOR not in obs
+
+
+def test_heuristic_needs_the_env_rule():
+    with pytest.raises(ValueError, match="heuristic_allocation"):
+        make(allocation="heuristic")
+
+
+def test_team_view_hides_what_no_agent_sees():
+    env = make(allocator_view="team")
+    obs, _ = env.reset(seed=0)
+    o = obs[ALLOCATOR]
+    assert np.array_equal(o["obs_mask"], o["agent_obs_mask"].max(axis=0))
+    hidden = o["obs_mask"] == 0
+    assert not o["entities"][hidden].any()
+
+
+def test_state_only_when_asked():
+    env = make(include_state=True)
+    obs, _ = env.reset(seed=0)
+    assert "state" in obs[ALLOCATOR]
+    obs, *_ = env.step({ALLOCATOR: np.array([0, 1])})
+    assert "state" in obs["agent_0"]
+    assert "state" not in make().reset(seed=0)[0][ALLOCATOR]
