@@ -1,0 +1,1019 @@
+"""SaveTheCity: ALMA's task-allocation benchmark as a PettingZoo ``ParallelEnv``.
+
+A team of firefighters, builders and generalists on a 16x16 grid must save the city's
+buildings (one task per building): put out fires and rebuild until every building is
+complete (health 1) before it burns down (health 0).
+
+Rules (one step, in this order):
+
+1. Actions are checked against the action mask of the last observation.
+2. Moves are applied one agent at a time in slot order. The mask guarantees the destination
+   (and, for a double move, the middle cell) was free at the start of the step; a move whose
+   cell was taken by an earlier agent in the same step is blocked and the agent stays.
+3. Interactions target the adjacent building (4-neighbourhood). On ALMA's lattice at most
+   one building is adjacent; with a hand-made layout the lowest building index wins.
+   Extinguish (9) needs a burning target and removes ``0.25 * fire_speed`` fire, build (10)
+   needs an unresolved target with no fire and adds ``0.125 * build_speed`` health, freeze
+   (11, generalist only) needs a burning target. Speeds: firefighter fire 1.0 / build 0.05,
+   builder fire 0.05 / build 1.0, generalist 0 / 0. A generalist that extinguishes beside a
+   builder adds ``0.45 * 0.25`` fire removal; one that builds beside a firefighter adds
+   ``0.45 * 0.125`` health (once per building and step).
+4. Buildings: if no fire removal was applied this step, fire grows ``x1.1`` (capped at 1),
+   else it drops by the removal (floored at 0). Then health changes by the building
+   amount minus ``fire * burn_rate * 0.035``. The burn term is skipped when a generalist
+   froze the building in this same step: a freeze lasts one step, so it holds while a
+   generalist keeps freezing. Health is clipped to [0, 1]; a building reaching 1 is complete,
+   one reaching 0 is burned (its fire is set to 0). Resolved buildings never change again.
+5. Unresolved buildings count down to their next ignition (period U[60, 80] steps for fast
+   burn, U[10, 30] for slow burn); at zero the fire is set to 1 and the countdown restarts.
+
+Rewards, with ``scale = reward_scale`` (default ``20 / (6 * max_buildings + 20)``):
+
+* team reward (every agent in ``rewards``): ``scale * (sum_b [10 dh_b - 20 burned_b +
+  0.5 extinguished_b + 1 completed_b] + 20 [episode ends with every building complete])``;
+* ``infos[agent]["task_rewards"][b]``: ``scale * (10 dh_b - 20 burned_b + 0.5 extinguished_b
+  + 20 completed_b)``. Hence ``sum(task_rewards) == team_reward + scale * (19 * n_completed -
+  20 * solved)`` at every step.
+
+Observation (the entity-task contract, E = max_agents + max_buildings, T = max_buildings):
+agent slot i is entity row i, building j is entity row ``max_agents + j`` and task j.
+Resolved buildings stay live entities (they still block moves) that keep their task row in
+``entity2task``; only ``task_mask`` drops them. With a ``sight_range`` the rows of entities
+the agent cannot see (``obs_mask`` 0) are zero in its ``entities``: nothing leaks through the
+features. ``state()`` is the same layout, unmasked.
+
+Deterministic setups for tests and demos: ``reset(options={"layout": ...})`` (see
+``SaveTheCityEnv.reset``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+__all__ = [
+    "ACTION_NAMES",
+    "AGENT_TYPES",
+    "FEATURES",
+    "SaveTheCityEnv",
+    "heuristic_allocation",
+    "parallel_env",
+]
+
+GRID_SIZE = 16
+LATTICE = (1, 4, 7, 10, 13)
+
+AGENT_TYPES = ("firefighter", "builder", "generalist")
+FIREFIGHTER, BUILDER, GENERALIST = 0, 1, 2
+
+ACTION_NAMES = (
+    "stay", "up", "down", "left", "right",
+    "up2", "down2", "left2", "right2",
+    "extinguish", "build", "freeze",
+)
+N_ACTIONS = len(ACTION_NAMES)
+STAY, EXTINGUISH, BUILD, FREEZE = 0, 9, 10, 11
+# (dx, dy) of actions 0..8; "up" is +y (drawn upwards by render()).
+_MOVE_DELTAS = (
+    (0, 0), (0, 1), (0, -1), (-1, 0), (1, 0), (0, 2), (0, -2), (-2, 0), (2, 0),
+)
+
+FEATURES = (
+    "is_agent",         # 0
+    "is_building",      # 1
+    "x",                # 2  x / 15
+    "y",                # 3  y / 15
+    "firefighter",      # 4  agent type one-hot
+    "builder",          # 5
+    "generalist",       # 6
+    "health",           # 7  building health in [0, 1]
+    "fire",             # 8  building fire strength in [0, 1]
+    "on_fire",          # 9  fire > 0
+    "frozen",           # 10 a generalist froze it in the last step
+    "complete",         # 11 resolved: health reached 1
+    "burned",           # 12 resolved: health reached 0
+    "ignite_progress",  # 13 steps since last ignition / ignition period (0 once resolved)
+    "fast_burn",        # 14 1 fast burn (rate 1.0), 0 slow burn (rate 0.5)
+    "ignite_rate",      # 15 ignition frequency: (1/period - 1/80) / (1/10 - 1/80), clipped
+)
+N_FEATURES = len(FEATURES)
+F_IS_AGENT, F_IS_BUILDING, F_X, F_Y = 0, 1, 2, 3
+F_TYPE = 4  # F_TYPE + AGENT_TYPES.index(name)
+F_HEALTH, F_FIRE, F_ON_FIRE, F_FROZEN, F_COMPLETE, F_BURNED = 7, 8, 9, 10, 11, 12
+F_IGNITE_PROGRESS, F_FAST_BURN, F_IGNITE_RATE = 13, 14, 15
+
+# Rule constants of ALMA's release.
+FIRE_REDUCE_RATE = 0.25
+BASE_BUILD_RATE = 0.125
+FIRE_GROWTH = 1.1
+FIRE_BURN_RATE = 0.035
+GENERALIST_HELP = 0.45
+INIT_FIRE_CHANCE = 0.4
+FIRE_SPEED = (1.0, 0.05, 0.0)
+BUILD_SPEED = (0.05, 1.0, 0.0)
+BURN_RATES = {"fast": 1.0, "slow": 0.5}
+IGNITE_PERIODS = {"fast": (60, 80), "slow": (10, 30)}
+HEALTH_RANGES = ((0.25, 0.40), (0.60, 0.75))
+MIN_IGNITE_PERIOD, MAX_IGNITE_PERIOD = 10, 80
+
+REWARD_HEALTH, REWARD_BURNED, REWARD_EXTINGUISH = 10.0, -20.0, 0.5
+REWARD_COMPLETE_TEAM, REWARD_COMPLETE_TASK, REWARD_SOLVED = 1.0, 20.0, 20.0
+
+MAX_TEAM = 64
+_PAD = 2  # border of the occupancy grids, so double moves never index outside
+_GRID_W = GRID_SIZE + 2 * _PAD  # side of the padded grids (flat index: x * _GRID_W + y)
+_FAR = -1000  # position of padding entity rows: never within any sight range
+_SCENARIO_RE = re.compile(r"^(\d+)(?:-(\d+))?a_(\d+)(?:-(\d+))?b$")
+_EXT_AMOUNT = tuple(s * FIRE_REDUCE_RATE for s in FIRE_SPEED)
+_BUILD_AMOUNT = tuple(s * BASE_BUILD_RATE for s in BUILD_SPEED)
+_BG_BITS = (1 << BUILDER) | (1 << GENERALIST)
+_FG_BITS = (1 << FIREFIGHTER) | (1 << GENERALIST)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    """Which teams an episode may draw and how many buildings they face."""
+
+    teams: tuple[tuple[int, ...], ...]  # candidate compositions (agent type ids)
+    n_buildings: int | None  # None: n_agents + 1
+    max_agents: int
+    max_buildings: int
+    shuffle: bool  # shuffle the slot order of a drawn composition
+
+
+def _diverse_teams(lo: int, hi: int) -> tuple[tuple[int, ...], ...]:
+    """All type multisets of size lo..hi with at least min(3, n) distinct types (as ALMA)."""
+    teams = []
+    for n in range(lo, hi + 1):
+        for combo in itertools.combinations_with_replacement(range(len(AGENT_TYPES)), n):
+            if len(set(combo)) >= min(len(AGENT_TYPES), n):
+                teams.append(combo)
+    return tuple(teams)
+
+
+def _scenario_error(value: Any, why: str) -> ValueError:
+    return ValueError(
+        f"scenario={value!r}: {why}. Allowed: 'L-Ha_L-Hb' (teams of L..H agents facing n+1 "
+        f"buildings, e.g. '2-5a_2-5b'), 'Na_Mb' (N agents, M buildings, e.g. '3a_4b'), or "
+        f"{{'agent_types': [names from {AGENT_TYPES}], 'n_buildings': M}}"
+    )
+
+
+def _check_counts(value: Any, n_agents: int, n_buildings: int) -> None:
+    if not 1 <= n_agents <= MAX_TEAM:
+        raise _scenario_error(value, f"the team size must be in [1, {MAX_TEAM}]")
+    if not 1 <= n_buildings <= len(LATTICE) ** 2:
+        raise _scenario_error(value, f"the building count must be in [1, {len(LATTICE) ** 2}]")
+
+
+def _parse_scenario(value: Any) -> _Scenario:
+    if isinstance(value, str):
+        return _parse_scenario_name(value)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"agent_types", "n_buildings"}
+        if unknown or "agent_types" not in value:
+            raise _scenario_error(value, f"unknown keys {sorted(unknown)} or no 'agent_types'")
+        names = value["agent_types"]
+        n_buildings = value.get("n_buildings")
+    elif isinstance(value, Sequence):
+        names, n_buildings = value, None
+    else:
+        raise _scenario_error(value, f"unsupported type {type(value).__name__}")
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise _scenario_error(value, "'agent_types' must be a list of type names")
+    bad = [n for n in names if n not in AGENT_TYPES]
+    if bad:
+        raise _scenario_error(value, f"unknown agent types {bad}")
+    if n_buildings is None:
+        n_buildings = len(names) + 1
+    if isinstance(n_buildings, bool) or not isinstance(n_buildings, int | np.integer):
+        raise _scenario_error(value, f"'n_buildings' must be an int, got {n_buildings!r}")
+    _check_counts(value, len(names), int(n_buildings))
+    team = tuple(AGENT_TYPES.index(n) for n in names)
+    return _Scenario((team,), int(n_buildings), len(team), int(n_buildings), shuffle=False)
+
+
+def _parse_scenario_name(value: str) -> _Scenario:
+    match = _SCENARIO_RE.match(value)
+    if match is None:
+        raise _scenario_error(value, "not a scenario name")
+    a_lo, a_hi, b_lo, b_hi = match.groups()
+    if a_hi is None and b_hi is None:
+        n_agents, n_buildings = int(a_lo), int(b_lo)
+        _check_counts(value, n_agents, n_buildings)
+        teams = _diverse_teams(n_agents, n_agents)
+        return _Scenario(teams, n_buildings, n_agents, n_buildings, shuffle=True)
+    if (a_lo, a_hi) != (b_lo, b_hi):
+        raise _scenario_error(value, "a range form must repeat the agent range for buildings")
+    lo, hi = int(a_lo), int(a_hi)
+    if lo > hi:
+        raise _scenario_error(value, "the range is empty")
+    _check_counts(value, hi, hi + 1)
+    _check_counts(value, lo, lo + 1)
+    return _Scenario(_diverse_teams(lo, hi), None, hi, hi + 1, shuffle=True)
+
+
+def _spawn_cells(n_agents: int) -> np.ndarray:
+    """(K, 2) free non-lattice cells of the smallest centred square that holds n_agents."""
+    lattice = set(itertools.product(LATTICE, LATTICE))
+    centre = GRID_SIZE // 2
+    for half in range(1, centre + 1):
+        span = range(centre - half, centre + half)
+        cells = [(x, y) for x in span for y in span if (x, y) not in lattice]
+        if len(cells) >= n_agents:
+            return np.array(cells, dtype=np.int64)
+    raise ValueError(f"cannot place {n_agents} agents on a {GRID_SIZE}x{GRID_SIZE} grid")
+
+
+def _binary_box(shape: tuple[int, ...]) -> spaces.Box:
+    return spaces.Box(0, 1, shape=shape, dtype=np.int8)
+
+
+def parallel_env(**kwargs: Any) -> SaveTheCityEnv:
+    """Build a SaveTheCity ``ParallelEnv`` (see ``SaveTheCityEnv`` for the arguments)."""
+    return SaveTheCityEnv(**kwargs)
+
+
+class SaveTheCityEnv(ParallelEnv):
+    """ALMA's SaveTheCity with an optional sight range (see the module docstring for rules).
+
+    Args:
+        scenario: "2-5a_2-5b" (default), "2-8a_2-8b", "Na_Mb" or
+            ``{"agent_types": [...], "n_buildings": M}``.
+        sight_range: None (see everything) or a Chebyshev radius in cells.
+        max_cycles: steps before truncation (150).
+        reward_scale: reward multiplier; None gives ALMA's ``20 / (6 * max_buildings + 20)``.
+        render_mode: None, "rgb_array" or "human".
+        invalid_action: "raise" (default: a masked-out action raises ValueError) or "stay"
+            (explicit opt-in: a masked-out action is executed as "stay", for tools that
+            sample actions without masks).
+
+    Shapes (E = max_agents + max_buildings, F = 16, T = max_buildings, A = 12), per agent:
+    ``entities`` (E, F) float32, ``entity_mask`` (E,) int8, ``obs_mask`` (E,) int8,
+    ``entity2task`` (E, T) int8, ``task_mask`` (T,) int8, ``agent_index`` () int64,
+    ``action_mask`` (A,) int8. ``state()``: ``entities``, ``entity_mask``, ``entity2task``,
+    ``task_mask``, unmasked. Actions: Discrete(12), see ``ACTION_NAMES``.
+    """
+
+    metadata = {
+        "name": "save_the_city_v0",
+        "render_modes": ["rgb_array", "human"],
+        "render_fps": 5,
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        scenario: str | Mapping[str, Any] | Sequence[str] = "2-5a_2-5b",
+        sight_range: int | None = None,
+        max_cycles: int = 150,
+        reward_scale: float | None = None,
+        render_mode: str | None = None,
+        invalid_action: str = "raise",
+    ) -> None:
+        self._scenario = _parse_scenario(scenario)
+        self.scenario = scenario
+        self.sight_range = self._check_sight(sight_range)
+        self.max_cycles = self._check_max_cycles(max_cycles)
+        self.render_mode = self._check_choice("render_mode", render_mode,
+                                              (None, "rgb_array", "human"))
+        self.invalid_action = self._check_choice("invalid_action", invalid_action,
+                                                 ("raise", "stay"))
+        self.max_agents = self._scenario.max_agents
+        self.max_buildings = self._scenario.max_buildings
+        self.n_entities = self.max_agents + self.max_buildings
+        self.n_tasks = self.max_buildings
+        self.reward_scale = self._check_reward_scale(reward_scale, self.max_buildings)
+
+        self.possible_agents = [f"agent_{i}" for i in range(self.max_agents)]
+        self.agents: list[str] = []
+        self._build_spaces()
+        self._spawn_cache: dict[int, np.ndarray] = {}
+        self._agent_index = []
+        for i in range(self.max_agents):
+            idx = np.array(i, dtype=np.int64)
+            idx.flags.writeable = False
+            self._agent_index.append(idx)
+        self._rng: np.random.Generator | None = None
+        self._assignment: dict[str, int] = {}
+        self._figure = None
+        self._n = 0
+
+    # ------------------------------------------------------------------ validation
+    @staticmethod
+    def _check_choice(name: str, value: Any, allowed: tuple) -> Any:
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is not supported; allowed: {allowed}")
+        return value
+
+    @staticmethod
+    def _check_sight(value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(
+                f"sight_range={value!r} is invalid; allowed: None (full observability) or an "
+                "int >= 0 (Chebyshev radius in cells)"
+            )
+        return int(value)
+
+    @staticmethod
+    def _check_max_cycles(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"max_cycles={value!r} is invalid; allowed: an int >= 1")
+        return int(value)
+
+    @staticmethod
+    def _check_reward_scale(value: Any, max_buildings: int) -> float:
+        if value is None:
+            return 20.0 / (6.0 * max_buildings + 20.0)
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"reward_scale={value!r} is invalid; allowed: None or a float > 0")
+        if not math.isfinite(float(value)) or float(value) <= 0:
+            raise ValueError(f"reward_scale={value!r} is invalid; allowed: None or a float > 0")
+        return float(value)
+
+    # ------------------------------------------------------------------ spaces
+    def _build_spaces(self) -> None:
+        n_e, n_t = self.n_entities, self.n_tasks
+        common = {
+            "entities": spaces.Box(0.0, 1.0, shape=(n_e, N_FEATURES), dtype=np.float32),
+            "entity_mask": _binary_box((n_e,)),
+            "entity2task": _binary_box((n_e, n_t)),
+            "task_mask": _binary_box((n_t,)),
+        }
+        self.observation_spaces = {
+            agent: spaces.Dict({
+                **common,
+                "obs_mask": _binary_box((n_e,)),
+                "agent_index": spaces.Box(0, n_e - 1, shape=(), dtype=np.int64),
+                "action_mask": _binary_box((N_ACTIONS,)),
+            })
+            for agent in self.possible_agents
+        }
+        self.action_spaces = {agent: spaces.Discrete(N_ACTIONS) for agent in self.possible_agents}
+        self.state_space = spaces.Dict(dict(common))
+
+    def observation_space(self, agent: str) -> spaces.Dict:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self.action_spaces[agent]
+
+    # ------------------------------------------------------------------ reset
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
+        """Start an episode; returns (observations, infos).
+
+        ``options={"layout": {...}}`` replaces the random draw by a fixed layout::
+
+            {"agents": [("firefighter", x, y), ("generalist", x, y), ...],
+             "buildings": [{"pos": (x, y), "health": 0.5, "fire": 0.0,
+                            "fast_burn": True, "ignite_period": 70}, ...]}
+
+        ``health`` must be in (0, 1) and ``fire`` in [0, 1] (default 0), ``fast_burn``
+        defaults to True and ``ignite_period`` to 80 (fast) / 30 (slow). Buildings may sit
+        anywhere on the grid. Other option keys are ignored.
+        """
+        if seed is not None or self._rng is None:
+            self._rng = np.random.default_rng(seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+        layout = (options or {}).get("layout")
+        if layout is None:
+            self._setup(*self._draw_episode())
+        else:
+            self._setup(*self._parse_layout(layout))
+        self._assignment = {}
+        obs = self._observe()
+        zeros = np.zeros(self.n_tasks, dtype=np.float32)
+        infos = {agent: {"task_rewards": zeros.copy()} for agent in self.agents}
+        if self.render_mode == "human":
+            self.render()
+        return obs, infos
+
+    def _draw_episode(self) -> tuple:
+        rng, scen = self._rng, self._scenario
+        team = np.array(scen.teams[rng.integers(len(scen.teams))], dtype=np.int64)
+        if scen.shuffle:
+            team = rng.permutation(team)
+        n = len(team)
+        n_b = scen.n_buildings if scen.n_buildings is not None else n + 1
+        cells = self._spawn_cache.get(n)
+        if cells is None:
+            cells = self._spawn_cache[n] = _spawn_cells(n)
+        agent_pos = cells[rng.choice(len(cells), size=n, replace=False)]
+        lattice_idx = rng.choice(len(LATTICE) ** 2, size=n_b, replace=False)
+        b_pos = np.stack([np.take(LATTICE, lattice_idx // len(LATTICE)),
+                          np.take(LATTICE, lattice_idx % len(LATTICE))], axis=1)
+        fast = rng.random(n_b) < 0.5
+        low_health = rng.random(n_b) < 0.5
+        lo = np.where(low_health, HEALTH_RANGES[0][0], HEALTH_RANGES[1][0])
+        hi = np.where(low_health, HEALTH_RANGES[0][1], HEALTH_RANGES[1][1])
+        health = rng.uniform(lo, hi)
+        period = np.where(
+            fast,
+            rng.integers(IGNITE_PERIODS["fast"][0], IGNITE_PERIODS["fast"][1] + 1, size=n_b),
+            rng.integers(IGNITE_PERIODS["slow"][0], IGNITE_PERIODS["slow"][1] + 1, size=n_b),
+        )
+        fire = (rng.random(n_b) < INIT_FIRE_CHANCE).astype(np.float64)
+        return team, agent_pos, b_pos, health, fire, fast, period
+
+    def _parse_layout(self, layout: Any) -> tuple:
+        if not isinstance(layout, Mapping) or set(layout) != {"agents", "buildings"}:
+            raise ValueError("options['layout'] must be a dict with keys 'agents' and 'buildings'")
+        agents, blds = list(layout["agents"]), list(layout["buildings"])
+        if not 1 <= len(agents) <= self.max_agents:
+            raise ValueError(f"layout['agents']: expected 1..{self.max_agents} agents, "
+                             f"got {len(agents)}")
+        if not 1 <= len(blds) <= self.max_buildings:
+            raise ValueError(f"layout['buildings']: expected 1..{self.max_buildings} buildings, "
+                             f"got {len(blds)}")
+        team, agent_pos = [], []
+        for k, spec in enumerate(agents):
+            if len(spec) != 3 or spec[0] not in AGENT_TYPES:
+                raise ValueError(f"layout['agents'][{k}]={spec!r}: expected (type, x, y) with "
+                                 f"type in {AGENT_TYPES}")
+            team.append(AGENT_TYPES.index(spec[0]))
+            agent_pos.append((int(spec[1]), int(spec[2])))
+        b_pos, health, fire, fast, period = [], [], [], [], []
+        for k, spec in enumerate(blds):
+            unknown = set(spec) - {"pos", "health", "fire", "fast_burn", "ignite_period"}
+            if unknown or "pos" not in spec or "health" not in spec:
+                raise ValueError(f"layout['buildings'][{k}]: needs 'pos' and 'health', "
+                                 f"unknown keys {sorted(unknown)}")
+            is_fast = bool(spec.get("fast_burn", True))
+            h, f = float(spec["health"]), float(spec.get("fire", 0.0))
+            if not 0.0 < h < 1.0 or not 0.0 <= f <= 1.0:
+                raise ValueError(f"layout['buildings'][{k}]: health must be in (0, 1) and fire "
+                                 f"in [0, 1], got health={h}, fire={f}")
+            default_period = IGNITE_PERIODS["fast" if is_fast else "slow"][1]
+            p = int(spec.get("ignite_period", default_period))
+            if p < 1:
+                raise ValueError(f"layout['buildings'][{k}]: ignite_period must be >= 1, got {p}")
+            b_pos.append(tuple(int(v) for v in spec["pos"]))
+            health.append(h)
+            fire.append(f)
+            fast.append(is_fast)
+            period.append(p)
+        cells = agent_pos + b_pos
+        if len(set(cells)) != len(cells) or any(
+            not (0 <= x < GRID_SIZE and 0 <= y < GRID_SIZE) for x, y in cells
+        ):
+            raise ValueError(f"layout: positions must be distinct cells inside the "
+                             f"{GRID_SIZE}x{GRID_SIZE} grid, got {cells}")
+        return (np.array(team, dtype=np.int64), np.array(agent_pos, dtype=np.int64),
+                np.array(b_pos, dtype=np.int64), np.array(health, dtype=np.float64),
+                np.array(fire, dtype=np.float64), np.array(fast, dtype=bool),
+                np.array(period, dtype=np.int64))
+
+    def _setup(self, team, agent_pos, b_pos, health, fire, fast, period) -> None:
+        """Load an episode's initial state into the arrays the step works on."""
+        m, b = self.max_agents, self.max_buildings
+        n, n_b = len(team), len(b_pos)
+        self._n, self._nb = n, n_b
+        self.agents = self.possible_agents[:n]
+        self._types = [int(t) for t in team]
+        self._gen = np.asarray(team) == GENERALIST
+
+        # Entity positions; padding rows sit far away so no sight range ever covers them.
+        self._pos = np.full((self.n_entities, 2), _FAR, dtype=np.int64)
+        self._pos[:n] = agent_pos
+        self._pos[m:m + n_b] = b_pos
+
+        # Building arrays carry one extra always-empty slot (index b): the "no target" value.
+        b1 = b + 1
+        self._health = np.zeros(b1)
+        self._health[:n_b] = health
+        self._fire = np.zeros(b1)
+        self._fire[:n_b] = fire
+        self._burn_k = np.zeros(b1)
+        self._burn_k[:n_b] = np.where(fast, BURN_RATES["fast"], BURN_RATES["slow"]) * FIRE_BURN_RATE
+        self._period = np.ones(b1)
+        self._period[:n_b] = period
+        self._timer = self._period.copy()
+        self._since = np.zeros(b1)
+        self._live = np.zeros(b1, dtype=bool)
+        self._live[:n_b] = True
+        self._complete = np.zeros(b1, dtype=bool)
+        self._burned = np.zeros(b1, dtype=bool)
+        self._active = self._live.copy()
+        self._frozen = self._never_frozen = np.zeros(b1, dtype=bool)
+        self._on_fire = self._fire > 0.0
+
+        # Padded flat grids: cell (x, y) is index (x + _PAD) * _GRID_W + y + _PAD. Occupancy
+        # lives in a bytearray (fast scalar access in the move loop) seen by numpy too.
+        live_rows = np.r_[0:n, m:m + n_b]
+        self._cell = (self._pos[:, 0] + _PAD) * _GRID_W + self._pos[:, 1] + _PAD
+        occ = np.ones((_GRID_W, _GRID_W), dtype=np.uint8)
+        occ[_PAD:_PAD + GRID_SIZE, _PAD:_PAD + GRID_SIZE] = 0
+        occ.ravel()[self._cell[live_rows]] = 1
+        self._occ_buf = bytearray(occ.tobytes())
+        self._occ = np.frombuffer(self._occ_buf, dtype=np.uint8)
+        self._bgrid = np.full(_GRID_W * _GRID_W, b, dtype=np.int64)
+        self._bgrid[self._cell[m:m + n_b]] = np.arange(n_b)
+
+        self._entity_mask = np.zeros(self.n_entities, dtype=np.int8)
+        self._entity_mask[live_rows] = 1
+        self._e2t = np.zeros((self.n_entities, self.n_tasks), dtype=np.int8)
+        self._e2t[m + np.arange(n_b), np.arange(n_b)] = 1
+        self._task_mask = np.zeros(self.n_tasks, dtype=np.int8)
+        self._task_mask[:n_b] = 1
+
+        self._ents = np.zeros((self.n_entities, N_FEATURES), dtype=np.float32)
+        ents = self._ents
+        ents[:n, F_IS_AGENT] = 1.0
+        ents[np.arange(n), F_TYPE + np.asarray(team)] = 1.0
+        ents[m:m + n_b, F_IS_BUILDING] = 1.0
+        ents[m:m + n_b, F_FAST_BURN] = fast
+        rate = (1.0 / np.asarray(period) - 1.0 / MAX_IGNITE_PERIOD) / (
+            1.0 / MIN_IGNITE_PERIOD - 1.0 / MAX_IGNITE_PERIOD)
+        ents[m:m + n_b, F_IGNITE_RATE] = np.clip(rate, 0.0, 1.0)
+        ents[live_rows, F_X:F_Y + 1] = self._pos[live_rows] / (GRID_SIZE - 1)
+        self._write_building_features()
+
+        self._t = 0
+        self._return = 0.0
+        self._done = False
+        self._compute_action_masks()
+
+    # ------------------------------------------------------------------ step
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Advance one step; returns (observations, rewards, terminations, truncations, infos)."""
+        if self._done or not self.agents:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        acts = self._parse_actions(actions)
+        self._apply_moves(acts)
+        task_r, n_completed = self._update_buildings(*self._interactions(acts))
+        self._t += 1
+
+        terminated = not self._active.any()
+        solved = terminated and bool(self._complete[:self._nb].all())
+        scale = self.reward_scale
+        team_r = float(task_r.sum()) + scale * (
+            (REWARD_COMPLETE_TEAM - REWARD_COMPLETE_TASK) * n_completed + REWARD_SOLVED * solved)
+        self._return += team_r
+        truncated = not terminated and self._t >= self.max_cycles
+
+        self._compute_action_masks()
+        obs = self._observe()
+        agents = self.agents
+        task_r32 = task_r[:self.max_buildings].astype(np.float32)
+        if terminated or truncated:
+            self._done = True
+            self.agents = []
+            infos = {a: {"task_rewards": task_r32.copy(), **self._episode_stats()}
+                     for a in agents}
+        else:
+            infos = {a: {"task_rewards": task_r32.copy()} for a in agents}
+        rewards = dict.fromkeys(agents, team_r)
+        terms = dict.fromkeys(agents, terminated)
+        truncs = dict.fromkeys(agents, truncated)
+        if self.render_mode == "human":
+            self.render()
+        return obs, rewards, terms, truncs, infos
+
+    def _episode_stats(self) -> dict[str, Any]:
+        n_b = self._nb
+        return {
+            "solved": bool(self._complete[:n_b].all()),
+            "tasks_completed_frac": float(self._complete[:n_b].mean()),
+            "tasks_burned_frac": float(self._burned[:n_b].mean()),
+        }
+
+    def _parse_actions(self, actions: Any) -> list[int]:
+        if not isinstance(actions, Mapping):
+            raise TypeError(f"actions must be a dict agent -> int, got {type(actions).__name__}")
+        acts = []
+        mask = self._mask
+        for i, agent in enumerate(self.agents):
+            try:
+                a = actions[agent]
+            except KeyError:
+                raise ValueError(
+                    f"actions has no entry for live agent {agent!r}; every agent in "
+                    f"env.agents={self.agents} needs an action"
+                ) from None
+            if type(a) is not int:
+                a = self._to_int_action(agent, a)
+            if not 0 <= a < N_ACTIONS:
+                raise ValueError(f"action {a} of {agent!r} is outside [0, {N_ACTIONS})")
+            if not mask[i, a]:
+                if self.invalid_action == "raise":
+                    allowed = [int(k) for k in np.flatnonzero(mask[i])]
+                    raise ValueError(
+                        f"action {a} ({ACTION_NAMES[a]}) of {agent!r} is masked out; allowed "
+                        f"actions: {allowed} ({[ACTION_NAMES[k] for k in allowed]})"
+                    )
+                a = STAY
+            acts.append(a)
+        if len(actions) != len(acts):
+            extra = sorted(set(actions) - set(self.agents), key=str)
+            raise ValueError(f"actions for agents not in this episode: {extra}; "
+                             f"env.agents={self.agents}")
+        return acts
+
+    @staticmethod
+    def _to_int_action(agent: str, a: Any) -> int:
+        if isinstance(a, np.integer):
+            return int(a)
+        if isinstance(a, np.ndarray) and a.shape in ((), (1,)) and np.issubdtype(a.dtype,
+                                                                                 np.integer):
+            return int(a.reshape(()))
+        raise TypeError(f"action of {agent!r} must be an int in [0, {N_ACTIONS}), "
+                        f"got {a!r} ({type(a).__name__})")
+
+    def _apply_moves(self, acts: list[int]) -> None:
+        occ, cell = self._occ_buf, self._cell
+        moved = False
+        for i, a in enumerate(acts):
+            if a == STAY or a >= EXTINGUISH:
+                continue
+            here = cell.item(i)
+            there = here + _MOVE_FLAT[a]
+            if occ[there] or (a >= 5 and occ[here + _MOVE_FLAT[a - 4]]):
+                continue  # an earlier agent took the cell (or the middle cell) this step
+            occ[here] = 0
+            occ[there] = 1
+            cell[i] = there
+            moved = True
+        if moved:
+            n = self._n
+            xy = np.divmod(cell[:n], _GRID_W)
+            self._pos[:n, 0] = xy[0] - _PAD
+            self._pos[:n, 1] = xy[1] - _PAD
+            self._ents[:n, F_X:F_Y + 1] = self._pos[:n] * (1.0 / (GRID_SIZE - 1))
+
+    def _interactions(self, acts: list[int]) -> tuple:
+        """Per-building fire removal, building amount and freeze flags of this step."""
+        fire_dec = build = frozen = None
+        tgt, types = self._tgt, self._types
+        for i, a in enumerate(acts):
+            if a < EXTINGUISH:
+                continue
+            if fire_dec is None:
+                b1 = self.max_buildings + 1
+                fire_dec, build = np.zeros(b1), np.zeros(b1)
+                frozen = np.zeros(b1, dtype=bool)
+                ext_bits, build_bits = [0] * b1, [0] * b1
+            b, t = tgt.item(i), types[i]
+            if a == EXTINGUISH:
+                fire_dec[b] += _EXT_AMOUNT[t]
+                ext_bits[b] |= 1 << t
+            elif a == BUILD:
+                build[b] += _BUILD_AMOUNT[t]
+                build_bits[b] |= 1 << t
+            else:
+                frozen[b] = True
+        if fire_dec is not None:
+            for b in range(len(ext_bits)):
+                if ext_bits[b] & _BG_BITS == _BG_BITS:
+                    fire_dec[b] += GENERALIST_HELP * FIRE_REDUCE_RATE
+                if build_bits[b] & _FG_BITS == _FG_BITS:
+                    build[b] += GENERALIST_HELP * BASE_BUILD_RATE
+        return fire_dec, build, frozen
+
+    def _update_buildings(self, fire_dec, build, frozen) -> tuple[np.ndarray, int]:
+        """Fire, health, resolution and ignition; returns (task rewards (B+1,), n completed)."""
+        prev_h, prev_f = self._health, self._fire
+        if fire_dec is None:
+            fire = prev_f * FIRE_GROWTH
+            np.minimum(fire, 1.0, out=fire)
+            health = prev_h - fire * self._burn_k
+            np.maximum(health, 0.0, out=health)
+            frozen = self._never_frozen
+        else:
+            fire = np.where(fire_dec > 0.0, prev_f - fire_dec, prev_f * FIRE_GROWTH)
+            np.clip(fire, 0.0, 1.0, out=fire)
+            burn = fire * self._burn_k
+            burn[frozen] = 0.0
+            health = np.clip(prev_h + build - burn, 0.0, 1.0)
+        self._frozen = frozen
+        scale = self.reward_scale
+        task_r = (health - prev_h) * (REWARD_HEALTH * scale)
+        # Events; padding slots and resolved buildings can never trigger one.
+        extinguished = self._on_fire > (fire > 0.0)
+        burned = (health <= 0.0) & self._active
+        completed = (health >= 1.0) > self._complete
+        n_completed = int(np.count_nonzero(completed))
+        n_burned = int(np.count_nonzero(burned))
+        if n_completed or n_burned or np.count_nonzero(extinguished):
+            fire[burned] = 0.0
+            task_r += scale * (REWARD_BURNED * burned + REWARD_EXTINGUISH * extinguished
+                               + REWARD_COMPLETE_TASK * completed)
+            if n_completed or n_burned:
+                self._resolve(completed, burned)
+        self._health, self._fire = health, fire
+        self._ignite()
+        self._write_building_features()
+        return task_r, n_completed
+
+    def _resolve(self, completed: np.ndarray, burned: np.ndarray) -> None:
+        self._complete |= completed
+        self._burned |= burned
+        self._active = self._live & ~(self._complete | self._burned)
+        self._since[~self._active] = 0.0
+        m = self.max_agents
+        for b in np.flatnonzero(completed | burned):
+            self._bgrid[self._cell[m + b]] = self.max_buildings
+            self._task_mask[b] = 0
+        b = self.max_buildings
+        self._ents[m:m + b, F_COMPLETE] = self._complete[:b]
+        self._ents[m:m + b, F_BURNED] = self._burned[:b]
+
+    def _ignite(self) -> None:
+        active = self._active
+        self._timer -= active
+        self._since += active
+        ignite = active & (self._timer <= 0.0)
+        if np.count_nonzero(ignite):
+            self._fire[ignite] = 1.0
+            self._timer[ignite] = self._period[ignite]
+            self._since[ignite] = 0.0
+
+    def _write_building_features(self) -> None:
+        m, b = self.max_agents, self.max_buildings
+        ents = self._ents
+        self._on_fire = self._fire > 0.0
+        ents[m:, F_HEALTH] = self._health[:b]
+        ents[m:, F_FIRE] = self._fire[:b]
+        ents[m:, F_ON_FIRE] = self._on_fire[:b]
+        ents[m:, F_FROZEN] = self._frozen[:b]
+        ents[m:, F_IGNITE_PROGRESS] = (self._since / self._period)[:b]
+
+    # ------------------------------------------------------------------ observations
+    def _compute_action_masks(self) -> None:
+        """Action masks (n, 12) and interaction targets (n,) of the live agents."""
+        n = self._n
+        around = self._cell[:n, None] + _MOVE_FLAT_ARRAY  # (n, 8) cells reached by moves
+        free = self._occ.take(around) == 0
+        free[:, 4:] &= free[:, :4] & self._gen[:, None]
+        tgt = np.minimum.reduce(self._bgrid.take(around[:, :4]), axis=1)
+        burning = self._on_fire.take(tgt)
+        mask = np.empty((n, N_ACTIONS), dtype=np.int8)
+        mask[:, 0] = 1
+        mask[:, 1:9] = free
+        mask[:, EXTINGUISH] = burning
+        mask[:, BUILD] = (tgt < self.max_buildings) & ~burning
+        mask[:, FREEZE] = burning & self._gen
+        self._mask, self._tgt = mask, tgt
+
+    def _visibility(self) -> np.ndarray:
+        """(n, E) int8: 1 where agent i sees entity j (live and within sight range)."""
+        n = self._n
+        if self.sight_range is None:
+            return self._entity_mask[None].repeat(n, axis=0)
+        pos = self._pos
+        dist = np.abs(pos[None, :, :] - pos[:n, None, :]).max(axis=2)
+        return (dist <= self.sight_range).view(np.int8)
+
+    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
+        n = self._n
+        vis = self._visibility()
+        if self.sight_range is None:
+            ents = self._ents[None].repeat(n, axis=0)
+        else:
+            ents = self._ents[None] * vis[:, :, None]
+        live = self._entity_mask[None].repeat(n, axis=0)
+        e2t = self._e2t[None].repeat(n, axis=0)
+        tmask = self._task_mask[None].repeat(n, axis=0)
+        amask, index = self._mask, self._agent_index
+        return {
+            agent: {
+                "entities": ents[i],
+                "entity_mask": live[i],
+                "obs_mask": vis[i],
+                "entity2task": e2t[i],
+                "task_mask": tmask[i],
+                "agent_index": index[i],
+                "action_mask": amask[i],
+            }
+            for i, agent in enumerate(self.agents)
+        }
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Global unmasked state: entities (E, F), entity_mask (E,), entity2task (E, T),
+        task_mask (T,)."""
+        if self._n == 0:
+            raise RuntimeError("state() called before reset()")
+        return {
+            "entities": self._ents.copy(),
+            "entity_mask": self._entity_mask.copy(),
+            "entity2task": self._e2t.copy(),
+            "task_mask": self._task_mask.copy(),
+        }
+
+    # ------------------------------------------------------------------ allocation helpers
+    def set_assignment(self, mapping: Mapping[str, int] | None) -> None:
+        """Record each agent's assigned task index (drawn by ``render()``); None clears."""
+        if mapping is None:
+            self._assignment = {}
+            return
+        checked = {}
+        for agent, task in mapping.items():
+            if agent not in self.possible_agents:
+                raise ValueError(f"set_assignment: unknown agent {agent!r}; "
+                                 f"allowed: {self.possible_agents}")
+            if isinstance(task, bool) or not isinstance(task, int | np.integer) or not (
+                0 <= task < self.n_tasks
+            ):
+                raise ValueError(f"set_assignment: task {task!r} of {agent!r} must be an int "
+                                 f"in [0, {self.n_tasks})")
+            checked[agent] = int(task)
+        self._assignment = checked
+
+    def heuristic_allocation(self, generalist_prefers_fire: bool = True) -> np.ndarray:
+        """ALMA's nearest-building rule on this env's state: (max_agents,) int64 task indices."""
+        return heuristic_allocation(self.state(), self.max_agents, generalist_prefers_fire)
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> np.ndarray | None:
+        """"rgb_array": (H, W, 3) uint8 picture; "human": show it with matplotlib."""
+        if self.render_mode is None:
+            raise ValueError("render() needs render_mode='rgb_array' or 'human' at construction")
+        if self._n == 0:
+            raise RuntimeError("render() called before reset()")
+        image = _draw_city(self)
+        if self.render_mode == "rgb_array":
+            return image
+        self._show(image)
+        return None
+
+    def _show(self, image: np.ndarray) -> None:
+        import matplotlib
+
+        backend = matplotlib.get_backend().lower()
+        headless = os.name != "nt" and not (os.environ.get("DISPLAY")
+                                            or os.environ.get("WAYLAND_DISPLAY"))
+        if headless or backend in ("agg", "pdf", "ps", "svg", "template", "cairo"):
+            raise RuntimeError(
+                f"render_mode='human' needs a display (matplotlib backend {backend!r}, "
+                "DISPLAY unset?); use render_mode='rgb_array' and save the frame instead"
+            )
+        import matplotlib.pyplot as plt
+
+        if self._figure is None:
+            self._figure = plt.figure("save_the_city")
+        self._figure.clf()
+        ax = self._figure.add_subplot(1, 1, 1)
+        ax.imshow(image)
+        ax.axis("off")
+        plt.pause(1.0 / self.metadata["render_fps"])
+
+    def close(self) -> None:
+        if self._figure is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._figure)
+            self._figure = None
+
+
+_CELL = 32
+_STATUS_H = 44
+_AGENT_COLOURS = ((214, 58, 48), (46, 108, 214), (52, 160, 76))
+_TEXT = (25, 25, 25)
+
+
+def _cell_box(x: int, y: int, inset: int = 0) -> tuple[int, int, int, int]:
+    left, top = x * _CELL, (GRID_SIZE - 1 - y) * _CELL
+    return left + inset, top + inset, left + _CELL - 1 - inset, top + _CELL - 1 - inset
+
+
+def _cell_centre(x: int, y: int) -> tuple[int, int]:
+    return x * _CELL + _CELL // 2, (GRID_SIZE - 1 - y) * _CELL + _CELL // 2
+
+
+def _blend(a: tuple[int, ...], b: tuple[int, ...], w: float) -> tuple[int, ...]:
+    return tuple(round(x * (1.0 - w) + y * w) for x, y in zip(a, b, strict=True))
+
+
+def _draw_building(draw: Any, env: SaveTheCityEnv, b: int, font: Any) -> None:
+    """Body coloured by kind (dark: fast burn, tan: slow) and reddened by fire, gold when
+    complete, black with a red cross when burned; health bar along the bottom."""
+    x, y = (int(v) for v in env._pos[env.max_agents + b])
+    health, fire = float(env._health[b]), float(env._fire[b])
+    left, top, right, bottom = _cell_box(x, y, 1)
+    if env._complete[b]:
+        body, text = (236, 192, 48), _TEXT
+    elif env._burned[b]:
+        body, text = (48, 40, 40), (230, 230, 230)
+    else:
+        fast = env._ents[env.max_agents + b, F_FAST_BURN] > 0
+        body = _blend((96, 100, 120) if fast else (170, 150, 118), (255, 60, 0), 0.8 * fire)
+        text = (255, 255, 255)
+    draw.rectangle((left, top, right, bottom), fill=body)
+    if fire > 0:
+        draw.rectangle((left, top, right, bottom), outline=(200, 0, 0), width=2)
+    if env._frozen[b]:
+        draw.rectangle((left + 2, top + 2, right - 2, bottom - 2), outline=(90, 220, 255),
+                       width=2)
+    if env._burned[b]:
+        draw.line((left + 4, top + 4, right - 4, bottom - 8), fill=(200, 30, 30), width=3)
+        draw.line((left + 4, bottom - 8, right - 4, top + 4), fill=(200, 30, 30), width=3)
+    bar_top = bottom - 6
+    draw.rectangle((left + 2, bar_top, right - 2, bottom - 2), fill=(30, 30, 30))
+    if health > 0:
+        draw.rectangle((left + 2, bar_top, left + 2 + round((right - left - 4) * health),
+                        bottom - 2), fill=(70, 210, 80))
+    cx, cy = _cell_centre(x, y)
+    draw.text((cx, cy - 3), str(b), fill=text, font=font, anchor="mm")
+
+
+def _draw_city(env: SaveTheCityEnv) -> np.ndarray:
+    """Picture of the grid: (16*32 + 44, 16*32, 3) uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width = GRID_SIZE * _CELL
+    image = Image.new("RGB", (width, width + _STATUS_H), (238, 236, 228))
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow without FreeType sizes
+        font = ImageFont.load_default()
+    for k in range(GRID_SIZE + 1):
+        draw.line((k * _CELL, 0, k * _CELL, width), fill=(214, 211, 202))
+        draw.line((0, k * _CELL, width, k * _CELL), fill=(214, 211, 202))
+    n, m = env._n, env.max_agents
+    if env.sight_range is not None:
+        r = env.sight_range
+        for i in range(n):
+            x, y = (int(v) for v in env._pos[i])
+            box = _cell_box(max(x - r, 0), min(y + r, GRID_SIZE - 1))
+            end = _cell_box(min(x + r, GRID_SIZE - 1), max(y - r, 0))
+            draw.rectangle((box[0], box[1], end[2], end[3]),
+                           outline=_blend(_AGENT_COLOURS[env._types[i]], (238, 236, 228), 0.6))
+    for agent, task in env._assignment.items():
+        i = env.possible_agents.index(agent)
+        if i < n and task < env._nb:
+            start = _cell_centre(*(int(v) for v in env._pos[i]))
+            end = _cell_centre(*(int(v) for v in env._pos[m + task]))
+            draw.line(start + end, fill=_AGENT_COLOURS[env._types[i]], width=3)
+    for b in range(env._nb):
+        _draw_building(draw, env, b, font)
+    for i in range(n):
+        cx, cy = _cell_centre(*(int(v) for v in env._pos[i]))
+        kind = env._types[i]
+        draw.ellipse((cx - 12, cy - 12, cx + 12, cy + 12), fill=_AGENT_COLOURS[kind],
+                     outline=(20, 20, 20), width=2)
+        label = "FBG"[kind] + str(i)
+        draw.text((cx, cy), label, fill=(255, 255, 255), font=font, anchor="mm")
+    nb = env._nb
+    status = (f"t={env._t}/{env.max_cycles}  complete {int(env._complete[:nb].sum())}/{nb}  "
+              f"burned {int(env._burned[:nb].sum())}/{nb}  return {env._return:+.2f}")
+    draw.text((8, width + 6), status, fill=_TEXT, font=font)
+    legend_x = 8
+    for kind, name in enumerate(AGENT_TYPES):
+        draw.ellipse((legend_x, width + 27, legend_x + 10, width + 37), fill=_AGENT_COLOURS[kind])
+        draw.text((legend_x + 14, width + 25), name, fill=_TEXT, font=font)
+        legend_x += 110
+    draw.text((legend_x, width + 25), "red: fire, bar: health", fill=_TEXT, font=font)
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+_MOVE_FLAT = tuple(dx * _GRID_W + dy for dx, dy in _MOVE_DELTAS)
+_MOVE_FLAT_ARRAY = np.array(_MOVE_FLAT[1:], dtype=np.int64)
+
+
+def heuristic_allocation(
+    state: Mapping[str, np.ndarray], n_agents: int, generalist_prefers_fire: bool = True
+) -> np.ndarray:
+    """ALMA's heuristic allocation from a ``state()`` dict: (n_agents,) int64 task indices.
+
+    Each live agent row i < n_agents goes to the nearest (Manhattan) live task (task_mask 1),
+    preferring burning buildings for firefighters, non-burning ones for builders and, as in
+    ALMA's release, burning ones for generalists (``generalist_prefers_fire=False``: the
+    nearest regardless of fire). Ties go to the lower task index. Dead or padding agent
+    slots, and every slot when no task is live, get 0.
+    """
+    ents = np.asarray(state["entities"])
+    live = np.asarray(state["entity_mask"]).astype(bool)
+    e2t = np.asarray(state["entity2task"]).astype(bool) & live[:, None]
+    task_live = np.asarray(state["task_mask"]).astype(bool) & e2t.any(axis=0)
+    if not 0 <= n_agents <= ents.shape[0]:
+        raise ValueError(f"n_agents={n_agents} must be in [0, {ents.shape[0]}] (entity rows)")
+    out = np.zeros(n_agents, dtype=np.int64)
+    tasks = np.flatnonzero(task_live)
+    agents = np.flatnonzero(live[:n_agents] & (ents[:n_agents, F_IS_AGENT] > 0))
+    if len(tasks) == 0 or len(agents) == 0:
+        return out
+    rows = e2t[:, tasks].argmax(axis=0)  # the entity row of each live task
+    cell = np.rint(ents[:, F_X:F_Y + 1] * (GRID_SIZE - 1)).astype(np.int64)
+    dist = np.abs(cell[agents][:, None, :] - cell[rows][None, :, :]).sum(axis=2)
+    burning = ents[rows, F_FIRE] > 0
+    kind = ents[agents, F_TYPE:F_TYPE + len(AGENT_TYPES)].argmax(axis=1)
+    prefer_fire = (kind == FIREFIGHTER) | ((kind == GENERALIST) & generalist_prefers_fire)
+    prefer_calm = kind == BUILDER
+    second = (prefer_fire[:, None] & ~burning[None]) | (prefer_calm[:, None] & burning[None])
+    key = (second * (4 * GRID_SIZE) + dist) * len(tasks) + np.arange(len(tasks))
+    out[agents] = tasks[key.argmin(axis=1)]
+    return out
