@@ -73,8 +73,15 @@ def _save_the_city(**kwargs: Any):
     return parallel_env(**kwargs)
 
 
+def _mpe_spread(**kwargs: Any):
+    from envs.mpe_tasks import parallel_env  # without mpe2 this raises "pip install .[mpe]"
+
+    return parallel_env(**kwargs)
+
+
 def register_builtin_envs() -> None:
     register_env("save_the_city", _save_the_city)
+    register_env("mpe_spread", _mpe_spread)
 
 
 register_builtin_envs()
