@@ -48,6 +48,7 @@ Deterministic setups for tests and demos: ``reset(options={"layout": ...})`` (se
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -131,6 +132,7 @@ REWARD_COMPLETE_TEAM, REWARD_COMPLETE_TASK, REWARD_SOLVED = 1.0, 20.0, 20.0
 MAX_TEAM = 64
 _PAD = 2  # border of the occupancy grids, so double moves never index outside
 _GRID_W = GRID_SIZE + 2 * _PAD  # side of the padded grids (flat index: x * _GRID_W + y)
+_NO_CELL = _GRID_W * _GRID_W  # flat cell of padding entities: sees and is seen by nothing
 _FAR = -1000  # position of padding entity rows: never within any sight range
 _SCENARIO_RE = re.compile(r"^(\d+)(?:-(\d+))?a_(\d+)(?:-(\d+))?b$")
 _EXT_AMOUNT = tuple(s * FIRE_REDUCE_RATE for s in FIRE_SPEED)
@@ -234,6 +236,17 @@ def _spawn_cells(n_agents: int) -> np.ndarray:
     raise ValueError(f"cannot place {n_agents} agents on a {GRID_SIZE}x{GRID_SIZE} grid")
 
 
+@functools.lru_cache(maxsize=8)
+def _sight_table(sight_range: int) -> np.ndarray:
+    """(C, C) bool over flat padded cells (+ the padding cell): Chebyshev distance <= range."""
+    x, y = np.divmod(np.arange(_NO_CELL), _GRID_W)
+    table = np.zeros((_NO_CELL + 1, _NO_CELL + 1), dtype=bool)
+    table[:_NO_CELL, :_NO_CELL] = np.maximum(
+        np.abs(x[:, None] - x[None, :]), np.abs(y[:, None] - y[None, :])) <= sight_range
+    table.flags.writeable = False
+    return table
+
+
 def _binary_box(shape: tuple[int, ...]) -> spaces.Box:
     return spaces.Box(0, 1, shape=shape, dtype=np.int8)
 
@@ -303,6 +316,7 @@ class SaveTheCityEnv(ParallelEnv):
             idx = np.array(i, dtype=np.int64)
             idx.flags.writeable = False
             self._agent_index.append(idx)
+        self._sight = None if self.sight_range is None else _sight_table(self.sight_range)
         self._rng: np.random.Generator | None = None
         self._assignment: dict[str, int] = {}
         self._figure = None
@@ -514,7 +528,9 @@ class SaveTheCityEnv(ParallelEnv):
         # Padded flat grids: cell (x, y) is index (x + _PAD) * _GRID_W + y + _PAD. Occupancy
         # lives in a bytearray (fast scalar access in the move loop) seen by numpy too.
         live_rows = np.r_[0:n, m:m + n_b]
-        self._cell = (self._pos[:, 0] + _PAD) * _GRID_W + self._pos[:, 1] + _PAD
+        self._cell = np.full(self.n_entities, _NO_CELL, dtype=np.int64)
+        self._cell[live_rows] = (self._pos[live_rows, 0] + _PAD) * _GRID_W + (
+            self._pos[live_rows, 1] + _PAD)
         occ = np.ones((_GRID_W, _GRID_W), dtype=np.uint8)
         occ[_PAD:_PAD + GRID_SIZE, _PAD:_PAD + GRID_SIZE] = 0
         occ.ravel()[self._cell[live_rows]] = 1
@@ -773,9 +789,8 @@ class SaveTheCityEnv(ParallelEnv):
         n = self._n
         if self.sight_range is None:
             return self._entity_mask[None].repeat(n, axis=0)
-        pos = self._pos
-        dist = np.abs(pos[None, :, :] - pos[:n, None, :]).max(axis=2)
-        return (dist <= self.sight_range).view(np.int8)
+        cell = self._cell
+        return self._sight[cell[:n, None], cell[None, :]].view(np.int8)
 
     def _observe(self) -> dict[str, dict[str, np.ndarray]]:
         n = self._n
