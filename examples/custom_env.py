@@ -25,7 +25,9 @@ class LineVisitEnv(ParallelEnv):
 
     metadata = {"name": "line_visit_v0", "render_modes": [], "is_parallelizable": True}
 
-    def __init__(self, n_agents: int = 2, n_targets: int = 3, length: int = 8, max_cycles: int = 30):
+    def __init__(
+        self, n_agents: int = 2, n_targets: int = 3, length: int = 8, max_cycles: int = 30
+    ):
         self.n_agents, self.n_targets, self.length = n_agents, n_targets, length
         self.max_cycles = max_cycles
         self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
@@ -45,11 +47,11 @@ class LineVisitEnv(ParallelEnv):
         )
         self._rng = np.random.default_rng()
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def observation_space(self, agent):
         return self._obs_space
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def action_space(self, agent):
         return gym.spaces.Discrete(3)
 
@@ -81,9 +83,7 @@ class LineVisitEnv(ParallelEnv):
         entity2task = np.zeros((n + t, t), dtype=np.int8)
         entity2task[n + np.arange(t), np.arange(t)] = 1
         entity2task[n:] *= entity_mask[n:, None]
-        action_mask = np.array(
-            [1, self._pos[i] > 0, self._pos[i] < self.length - 1], dtype=np.int8
-        )
+        action_mask = np.array([1, self._pos[i] > 0, self._pos[i] < self.length - 1], dtype=np.int8)
         return {
             "entities": entities,
             "entity_mask": entity_mask,

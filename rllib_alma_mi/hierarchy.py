@@ -52,7 +52,9 @@ class HierarchicalEnv(MultiAgentEnv):
                 f"the environment has {self.n_slots} possible agents but only "
                 f"{self.n_entities} entity rows; agents must be the first entity rows"
             )
-        if self.settings.allocation == "heuristic" and not hasattr(base_env, "heuristic_allocation"):
+        if self.settings.allocation == "heuristic" and not hasattr(
+            base_env, "heuristic_allocation"
+        ):
             raise ValueError(
                 "allocation='heuristic' needs the environment to provide "
                 "heuristic_allocation() -> (n_agents,) task indices; this one does not. "
@@ -65,9 +67,7 @@ class HierarchicalEnv(MultiAgentEnv):
         self.action_spaces = {w: base_env.action_space(w) for w in self.workers}
         if self.learned:
             self.observation_spaces[ALLOCATOR] = self._allocator_space()
-            self.action_spaces[ALLOCATOR] = gym.spaces.MultiDiscrete(
-                [self.n_tasks] * self.n_slots
-            )
+            self.action_spaces[ALLOCATOR] = gym.spaces.MultiDiscrete([self.n_tasks] * self.n_slots)
         self.agents = []
         self._rng = np.random.default_rng()
         self._allocation = np.zeros(self.n_slots, dtype=np.int64)
@@ -85,7 +85,9 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def _allocator_space(self) -> gym.spaces.Dict:
         s = self._base_obs_space
-        spaces = {k: s[k] for k in ("entities", "entity_mask", "obs_mask", "entity2task", "task_mask")}
+        spaces = {
+            k: s[k] for k in ("entities", "entity_mask", "obs_mask", "entity2task", "task_mask")
+        }
         spaces["agent_mask"] = _binary_box((self.n_slots,))
         spaces["agent_obs_mask"] = _binary_box((self.n_slots, self.n_entities))
         if self.settings.include_state:
@@ -138,7 +140,8 @@ class HierarchicalEnv(MultiAgentEnv):
         prev_task_mask = self._task_mask
         self._obs, rewards, terms, truncs, infos = self.base.step(action_dict)
         self._t += 1
-        team_reward = float(rewards[self._live[0]])
+        # The team reward; environments with per-agent rewards (e.g. MPE) give their mean.
+        team_reward = float(np.mean([rewards[a] for a in self._live]))
         self._alloc_reward += team_reward
         out_rewards = {a: self._worker_reward(a, rewards, infos) for a in self._live}
         terminated = any(terms.values())
@@ -195,8 +198,10 @@ class HierarchicalEnv(MultiAgentEnv):
             )
         live_slots = self._live_slots()
         chosen = alloc[live_slots]
-        if np.any(chosen < 0) or np.any(chosen >= self.n_tasks) or not np.all(
-            self._task_mask[np.clip(chosen, 0, self.n_tasks - 1)]
+        if (
+            np.any(chosen < 0)
+            or np.any(chosen >= self.n_tasks)
+            or not np.all(self._task_mask[np.clip(chosen, 0, self.n_tasks - 1)])
         ):
             raise ValueError(
                 f"allocation {alloc.tolist()} assigns live agent slots {live_slots.tolist()} to "

@@ -9,7 +9,9 @@ from rllib_alma_mi.settings import HierarchySettings
 
 
 def make(**settings):
-    return HierarchicalEnv(LineVisitEnv(n_agents=2, n_targets=3, length=8), HierarchySettings(**settings))
+    return HierarchicalEnv(
+        LineVisitEnv(n_agents=2, n_targets=3, length=8), HierarchySettings(**settings)
+    )
 
 
 def first_live_task(obs):

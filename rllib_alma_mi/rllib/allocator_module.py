@@ -85,9 +85,7 @@ class AllocatorModule(TorchRLModule, ValueFunctionAPI):
         return self.value_out(pooled).squeeze(-1)
 
     def _dist_cls(self):
-        return TorchMultiCategorical.get_partial_dist_cls(
-            input_lens=[self.n_tasks] * self.n_slots
-        )
+        return TorchMultiCategorical.get_partial_dist_cls(input_lens=[self.n_tasks] * self.n_slots)
 
     def get_train_action_dist_cls(self):
         return self._dist_cls()
