@@ -49,10 +49,12 @@ Deterministic setups for tests and demos: ``reset(options={"layout": ...})`` (se
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -253,6 +255,11 @@ def _binary_box(shape: tuple[int, ...]) -> spaces.Box:
 
 def parallel_env(**kwargs: Any) -> SaveTheCityEnv:
     """Build a SaveTheCity ``ParallelEnv`` (see ``SaveTheCityEnv`` for the arguments)."""
+    allowed = [p for p in inspect.signature(SaveTheCityEnv.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"save_the_city: unknown argument(s) {unknown} "
+                         f"(values {[kwargs[k] for k in unknown]}); allowed: {allowed}")
     return SaveTheCityEnv(**kwargs)
 
 
@@ -275,6 +282,10 @@ class SaveTheCityEnv(ParallelEnv):
     ``entity2task`` (E, T) int8, ``task_mask`` (T,) int8, ``agent_index`` () int64,
     ``action_mask`` (A,) int8. ``state()``: ``entities``, ``entity_mask``, ``entity2task``,
     ``task_mask``, unmasked. Actions: Discrete(12), see ``ACTION_NAMES``.
+
+    Observation arrays are fresh every step, except ``agent_index`` (shared read-only
+    constants). Teams drawn from a scenario name are shuffled over the agent slots; an
+    explicit ``agent_types`` list keeps its order.
     """
 
     metadata = {
@@ -868,8 +879,8 @@ class SaveTheCityEnv(ParallelEnv):
         import matplotlib
 
         backend = matplotlib.get_backend().lower()
-        headless = os.name != "nt" and not (os.environ.get("DISPLAY")
-                                            or os.environ.get("WAYLAND_DISPLAY"))
+        headless = sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
         if headless or backend in ("agg", "pdf", "ps", "svg", "template", "cairo"):
             raise RuntimeError(
                 f"render_mode='human' needs a display (matplotlib backend {backend!r}, "

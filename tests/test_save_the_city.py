@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import data_equivalence
@@ -534,6 +536,19 @@ def test_render_rgb_array():
     assert image.shape[0] >= 512 and image.shape[1] >= 512
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10
     assert (image != plain).any()  # assignment lines are drawn
+
+
+@pytest.mark.skipif(bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
+                    reason="a display is available")
+def test_human_render_without_display_raises():
+    env = parallel_env(render_mode="human")
+    with pytest.raises(RuntimeError, match="rgb_array"):
+        env.reset(seed=0)
+
+
+def test_unknown_argument_is_named():
+    with pytest.raises(ValueError, match="sight"):
+        parallel_env(sight=3)
 
 
 def test_render_needs_a_mode():
