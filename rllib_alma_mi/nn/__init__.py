@@ -1,0 +1,28 @@
+"""Pure-PyTorch networks: entity attention, ALMA allocator, worker policy, MINE."""
+
+from rllib_alma_mi.nn.allocation import AllocatorNet, AllocEncoding
+from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, EntityEncoder, masked_mean
+from rllib_alma_mi.nn.mi_targets import (
+    MI_TARGETS,
+    GlobalStateEncoder,
+    entity_mean,
+    task_mean,
+)
+from rllib_alma_mi.nn.mine import MEASURES, MINE
+from rllib_alma_mi.nn.worker import WorkerNet
+
+__all__ = [
+    "MASKED_LOGIT",
+    "MEASURES",
+    "MINE",
+    "MI_TARGETS",
+    "AllocEncoding",
+    "AllocatorNet",
+    "EntityAttention",
+    "EntityEncoder",
+    "GlobalStateEncoder",
+    "WorkerNet",
+    "entity_mean",
+    "masked_mean",
+    "task_mean",
+]

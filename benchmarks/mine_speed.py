@@ -1,0 +1,147 @@
+"""Speed and memory of the vectorised MINE against a per-agent loop with N x N score matrices.
+
+The baseline follows the plan's sketch: for each agent, embed its x with a 2-layer MLP and the
+global y with a 1-layer MLP, form the N x N score matrix u = m l^T, and take the Fenchel dual
+loss with positives on the diagonal and negatives off it. Peak memory is the growth of the
+resident set (ru_maxrss) of a fresh subprocess during one forward + backward, after the inputs
+exist.
+
+    .venv/bin/python benchmarks/mine_speed.py [--threads 1] [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rllib_alma_mi.nn.mine import MINE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class LoopMINE(nn.Module):
+    """The plan's sketch: one N x N JSD Fenchel dual per agent, in a Python loop."""
+
+    def __init__(self, x_dim: int, y_dim: int, embed_dim: int = 128):
+        super().__init__()
+        self.l1 = nn.Linear(x_dim, embed_dim)
+        self.l2 = nn.Linear(embed_dim, embed_dim)
+        self.l3 = nn.Linear(y_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n, n_agents, _ = x.shape
+        eye = torch.eye(n, device=x.device)
+        total = x.new_zeros(())
+        for agent in range(n_agents):
+            local = F.leaky_relu(self.l2(F.leaky_relu(self.l1(x[:, agent]))))
+            glob = F.leaky_relu(self.l3(y))
+            u = glob @ local.t()
+            e_pos = math.log(2.0) - F.softplus(-u)
+            e_neg = F.softplus(-u) + u - math.log(2.0)
+            loss = (e_neg * (1 - eye)).sum(1) / (n - 1) - (e_pos * eye).sum(1)
+            total = total + loss.mean()
+        return total / n_agents
+
+
+def time_backward(fn, repeats: int) -> float:
+    """Median seconds of fn() followed by backward, after one warm-up call."""
+    fn().backward()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn().backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+MEMORY_SCRIPT = """
+import json, resource, sys, torch
+from rllib_alma_mi.nn.mine import MINE
+n, agents, dim, threads = (int(v) for v in sys.argv[1:5])
+critic = sys.argv[5]
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+mine = MINE(dim, dim, critic=critic)
+x = torch.randn(n, agents, dim, requires_grad=True)
+y = torch.randn(n, dim, requires_grad=True)
+inputs_mb = (x.numel() + y.numel()) * 4 / 2**20
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loss, mi = mine(x, y)
+loss.backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_mb": (after - before) / 1024, "inputs_mb": inputs_mb,
+                  "finite": bool(torch.isfinite(loss)) and bool(torch.isfinite(x.grad).all())}))
+"""
+
+
+def peak_memory(n: int, agents: int, dim: int, critic: str, threads: int) -> dict:
+    args = [str(n), str(agents), str(dim), str(threads), critic]
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--agents", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--big-n", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-concat", action="store_true", help="skip the slow concat critic")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    x = torch.randn(args.n, args.agents, args.dim, requires_grad=True)
+    y = torch.randn(args.n, args.dim)
+    loop = LoopMINE(args.dim, args.dim)
+    rows = [
+        ("per-agent loop, N x N (plan's sketch)", time_backward(lambda: loop(x, y), args.repeats))
+    ]
+    critics = ["separable"] if args.skip_concat else ["separable", "concat"]
+    for critic in critics:
+        mine = MINE(args.dim, args.dim, critic=critic)
+        repeats = args.repeats if critic == "separable" else max(2, args.repeats // 4)
+        rows.append(
+            (
+                f"vectorised MINE, {critic} critic, K=128",
+                time_backward(lambda m=mine: m(x, y)[0], repeats),
+            )
+        )
+
+    base = rows[0][1]
+    print(
+        f"forward + backward, N={args.n}, agents={args.agents}, x_dim=y_dim={args.dim}, "
+        f"embed_dim=128, threads={args.threads}, median of {args.repeats}"
+    )
+    print(f"{'method':<44} {'ms':>9} {'speed-up':>9}")
+    for name, seconds in rows:
+        print(f"{name:<44} {seconds * 1e3:9.1f} {base / seconds:8.1f}x")
+
+    print()
+    print(f"peak memory of one forward + backward, N={args.big_n}, agents={args.agents}")
+    print(f"{'critic':<12} {'inputs MB':>10} {'peak growth MB':>15} {'finite':>7}")
+    for critic in critics:
+        mem = peak_memory(args.big_n, args.agents, args.dim, critic, args.threads)
+        print(f"{critic:<12} {mem['inputs_mb']:10.0f} {mem['peak_mb']:15.0f} {mem['finite']!s:>7}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Low-level worker policy: the agent's own entity attends over what it may see."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, EntityEncoder, as_bool
+
+__all__ = ["MASKED_LOGIT", "WorkerNet"]
+
+
+class WorkerNet(nn.Module):
+    """Entity-attention actor-critic for one agent (parameters shared across agents).
+
+    obs (batched): entities (B, E, F), entity_mask (B, E), obs_mask (B, E) (already restricted
+    to the agent's subtask), agent_index (B,) or (B, 1) (any numeric dtype), action_mask (B, A).
+    encode(obs) -> hidden (B, D); logits(hidden, action_mask) -> (B, A) with MASKED_LOGIT on
+    invalid actions; value(hidden) -> (B,); forward(obs) -> (logits, hidden).
+    Entities outside entity_mask & obs_mask have no influence; the agent's own row always counts.
+    """
+
+    def __init__(self, entity_dim: int, n_actions: int, embed_dim: int = 128, n_heads: int = 4):
+        super().__init__()
+        self.entity_dim, self.n_actions, self.embed_dim = entity_dim, n_actions, embed_dim
+        self.encoder = EntityEncoder(entity_dim, embed_dim, n_heads)
+        self.readout = EntityAttention(embed_dim, n_heads)
+        self.hidden = nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.ReLU())
+        self.policy_head = nn.Linear(embed_dim, n_actions)
+        self.value_head = nn.Sequential(
+            nn.Linear(embed_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1)
+        )
+
+    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        entities = obs["entities"]
+        self._validate(obs)
+        b, e = entities.shape[:2]
+        index = obs["agent_index"].reshape(b).long()
+        if index.numel() and (index.min() < 0 or index.max() >= e):
+            raise ValueError(
+                f"obs['agent_index'] must lie in [0, {e}), got values in "
+                f"[{int(index.min())}, {int(index.max())}]"
+            )
+        own = torch.nn.functional.one_hot(index, e).bool()
+        usable = (as_bool(obs["entity_mask"]) & as_bool(obs["obs_mask"])) | own  # (B, E)
+        emb = self.encoder(entities, usable)
+        own_emb = emb[torch.arange(b, device=emb.device), index][:, None]  # (B, 1, D)
+        read = self.readout(own_emb, emb, usable)
+        return self.hidden(torch.cat([own_emb, read], dim=-1)).squeeze(1)
+
+    def logits(self, hidden: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+        if action_mask.shape != (hidden.shape[0], self.n_actions):
+            raise ValueError(
+                f"action_mask must have shape (B, A) = ({hidden.shape[0]}, {self.n_actions}), "
+                f"got {tuple(action_mask.shape)}"
+            )
+        return self.policy_head(hidden).masked_fill(~as_bool(action_mask), MASKED_LOGIT)
+
+    def value(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.value_head(hidden).squeeze(-1)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encode(obs)
+        return self.logits(hidden, obs["action_mask"]), hidden
+
+    def _validate(self, obs: dict[str, torch.Tensor]) -> None:
+        for key in ("entities", "entity_mask", "obs_mask", "agent_index"):
+            if key not in obs:
+                raise ValueError(f"obs is missing {key!r}")
+        ent = obs["entities"]
+        if ent.dim() != 3 or ent.shape[-1] != self.entity_dim:
+            raise ValueError(
+                f"obs['entities'] must have shape (B, E, {self.entity_dim}), got {tuple(ent.shape)}"
+            )
+        b, e = ent.shape[:2]
+        for key in ("entity_mask", "obs_mask"):
+            if tuple(obs[key].shape) != (b, e):
+                raise ValueError(
+                    f"obs[{key!r}] has shape {tuple(obs[key].shape)}, expected (B, E) = ({b}, {e})"
+                )
+        if obs["agent_index"].numel() != b:
+            raise ValueError(
+                f"obs['agent_index'] must have shape (B,) or (B, 1) with B={b}, got "
+                f"{tuple(obs['agent_index'].shape)}"
+            )

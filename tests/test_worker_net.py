@@ -1,0 +1,91 @@
+"""WorkerNet: action masking, visibility, agent_index handling."""
+
+import pytest
+import torch
+
+from rllib_alma_mi.nn.worker import MASKED_LOGIT, WorkerNet
+
+B, E, F, A, D = 8, 9, 5, 6, 32
+
+
+def make_obs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "entities": torch.randn(B, E, F, generator=g),
+        "entity_mask": (torch.rand(B, E, generator=g) < 0.9).to(torch.int8),
+        "obs_mask": (torch.rand(B, E, generator=g) < 0.5).to(torch.int8),
+        "agent_index": torch.randint(0, 3, (B,), generator=g),
+        "action_mask": (torch.rand(B, A, generator=g) < 0.6).float(),
+    }
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return WorkerNet(F, A, embed_dim=D)
+
+
+def test_shapes_and_masked_actions(net):
+    obs = make_obs()
+    obs["action_mask"][:, 0] = 1
+    logits, hidden = net(obs)
+    assert logits.shape == (B, A) and hidden.shape == (B, D)
+    assert net.value(hidden).shape == (B,)
+    masked = obs["action_mask"] == 0
+    assert torch.all(logits[masked] == MASKED_LOGIT)
+    assert torch.all(logits[~masked] > MASKED_LOGIT)
+    probs = torch.softmax(logits, -1)
+    assert torch.all(probs[masked] == 0)
+
+
+def test_invisible_entities_have_no_influence(net):
+    obs = make_obs()
+    logits, hidden = net(obs)
+    index = obs["agent_index"]
+    own = torch.nn.functional.one_hot(index, E).bool()
+    unusable = ~((obs["entity_mask"] > 0) & (obs["obs_mask"] > 0)) & ~own
+    changed = dict(obs, entities=torch.where(unusable[..., None], 1e3, obs["entities"]))
+    logits2, hidden2 = net(changed)
+    torch.testing.assert_close(hidden2, hidden)
+    torch.testing.assert_close(logits2, logits)
+    # A visible entity does matter.
+    visible = ~unusable & ~own
+    assert visible.any()
+    moved = dict(obs, entities=torch.where(visible[..., None], 1e3, obs["entities"]))
+    assert not torch.allclose(net(moved)[1], hidden)
+
+
+def test_own_row_is_used_even_when_not_in_masks(net):
+    obs = make_obs()
+    obs["obs_mask"] = torch.zeros(B, E)
+    obs["entity_mask"] = torch.zeros(B, E)
+    _, hidden = net(obs)
+    assert torch.isfinite(hidden).all()
+    own = torch.nn.functional.one_hot(obs["agent_index"], E).bool()
+    moved = dict(obs, entities=torch.where(own[..., None], 5.0, obs["entities"]))
+    assert not torch.allclose(net(moved)[1], hidden)
+
+
+def test_agent_index_float_and_column_shape(net):
+    obs = make_obs()
+    ref, _ = net(obs)
+    as_float = dict(obs, agent_index=obs["agent_index"].float()[:, None])
+    torch.testing.assert_close(net(as_float)[0], ref)
+
+
+def test_gradients_are_finite(net):
+    obs = make_obs()
+    logits, hidden = net(obs)
+    loss = torch.log_softmax(logits, -1).clamp(min=-50).sum() + net.value(hidden).sum()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_errors(net):
+    obs = make_obs()
+    with pytest.raises(ValueError, match="agent_index"):
+        net(dict(obs, agent_index=torch.full((B,), E)))
+    with pytest.raises(ValueError, match="obs_mask"):
+        net(dict(obs, obs_mask=torch.ones(B, E + 1)))
+    with pytest.raises(ValueError, match="action_mask"):
+        net(dict(obs, action_mask=torch.ones(B, A + 1)))
