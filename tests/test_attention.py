@@ -1,5 +1,9 @@
 """EntityAttention / EntityEncoder: masking, permutation equivariance, finiteness."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -106,3 +110,8 @@ def test_encoder_all_masked_finite_gradients():
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters() if p.grad is not None)
+
+
+def test_nn_package_imports_without_ray():
+    code = "import sys, rllib_alma_mi.nn; assert 'ray' not in sys.modules, 'nn imported ray'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -273,9 +273,13 @@ def test_gaussian_helpers():
 @pytest.mark.parametrize(("measure", "tolerance"), [("KL", 0.15), ("JSD", 0.20)])
 @pytest.mark.parametrize("true_mi", [2.0, 4.0])
 def test_gaussian_mi_accuracy(true_mi, measure, tolerance):
-    torch.set_num_threads(1)
     bench = _gaussian_benchmark()
-    est = bench.estimate_gaussian_mi(true_mi, measure, steps=1500, batch=512, eval_batches=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        est = bench.estimate_gaussian_mi(true_mi, measure, steps=1500, batch=512, eval_batches=4)
+    finally:
+        torch.set_num_threads(threads)
     assert abs(est - true_mi) <= tolerance * true_mi, f"{measure}: {est:.3f} vs {true_mi}"
 
 

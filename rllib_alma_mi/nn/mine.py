@@ -73,10 +73,13 @@ class MINE(nn.Module):
         measure: "JSD", "GAN" or "KL" (the NWJ bound, in nats).
         embed_dim: width of the critic.
         negatives: at most this many negatives (other samples' y) per positive.
-        critic: "separable" (default), T = f(x) . g(y) / sqrt(embed_dim), all pairs of a block
-            in one batched matmul; or "concat", T = w . relu(f(x) + g(y)) + b, an MLP on the
-            concatenation [f(x), g(y)] whose first layer is applied to x and y separately (pair
-            cost O(embed_dim), several times slower). f and g are per-row MLPs.
+        critic: "separable" (default): T = f(x) . g(y) / sqrt(embed_dim), with f and g per-row
+            MLPs, so the pair scores of a block are one batched matmul; this is what makes the
+            vectorised pass faster than a per-agent N x N loop (benchmarks/mine_speed.py); it
+            meets the correlated-Gaussian targets (benchmarks/mine_gaussian.py).
+            "concat": T = w . relu(f(x) + g(y)) + b, an MLP on the concatenation [f(x), g(y)]
+            whose first layer is applied to x and y separately and added per pair; richer but
+            O(embed_dim) elementwise work per pair (tens of times slower on CPU).
         chunk_elements: memory budget per chunk of blocks, in float elements of the pair tensor.
 
     forward(x, y, mask=None) -> (loss, mi):
