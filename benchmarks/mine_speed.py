@@ -3,8 +3,8 @@
 The baseline follows the plan's sketch: for each agent, embed its x with a 2-layer MLP and the
 global y with a 1-layer MLP, form the N x N score matrix u = m l^T, and take the Fenchel dual
 loss with positives on the diagonal and negatives off it. Peak memory is the growth of the
-resident set (ru_maxrss) of a fresh subprocess during one forward + backward, after the inputs
-exist.
+resident set of a fresh subprocess during one forward + backward, after the inputs exist
+(Linux: the high-water mark VmHWM is reset through /proc/self/clear_refs just before).
 
     .venv/bin/python benchmarks/mine_speed.py [--threads 1] [--repeats 10]
 """
@@ -65,8 +65,15 @@ def time_backward(fn, repeats: int) -> float:
 
 
 MEMORY_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
 from rllib_alma_mi.nn.mine import MINE
+
+
+def status_mb(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+
+
 n, agents, dim, threads = (int(v) for v in sys.argv[1:5])
 critic = sys.argv[5]
 torch.set_num_threads(threads)
@@ -75,12 +82,14 @@ mine = MINE(dim, dim, critic=critic)
 x = torch.randn(n, agents, dim, requires_grad=True)
 y = torch.randn(n, dim, requires_grad=True)
 inputs_mb = (x.numel() + y.numel()) * 4 / 2**20
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the high-water mark VmHWM to the current resident set
+before = status_mb("VmRSS")
 loss, mi = mine(x, y)
 loss.backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_mb": (after - before) / 1024, "inputs_mb": inputs_mb,
-                  "finite": bool(torch.isfinite(loss)) and bool(torch.isfinite(x.grad).all())}))
+peak = status_mb("VmHWM")
+finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(x.grad).all())
+print(json.dumps({"peak_mb": peak - before, "inputs_mb": inputs_mb, "finite": finite}))
 """
 
 

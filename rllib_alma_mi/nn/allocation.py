@@ -199,8 +199,15 @@ class AllocatorNet(nn.Module):
         context = key + placed + self.ptr_count(counts)
         return self.ptr_out(torch.relu(context + query.unsqueeze(-2))).squeeze(-1)
 
+    def allowed_choices(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks of the pointer: allowed (B, N, T) and forced (B, N), both bool.
+
+        allowed[b, i, t]: step i may choose task t. forced[b, i]: the row of a dead agent or of
+        a sample without a live task, which allows only task 0.
+        """
+        return self._allowed(obs)
+
     def _allowed(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
-        """allowed (B, N, T): choices per step; forced (B, N): rows that may only take task 0."""
         alive = as_bool(obs["agent_mask"])
         live_task = as_bool(obs["task_mask"])
         allowed = alive[:, :, None] & live_task[:, None, :]
