@@ -18,6 +18,13 @@ class AlmaPPOLearner(PPOTorchLearner):
     allocator and the workers the same number of epochs (see `ProportionalMiniBatchIterator`).
     """
 
+    def build(self) -> None:
+        # One torch thread per learner CPU: on small machines the env runners use the other
+        # cores, and OpenMP threads competing with them made updates several times slower.
+        cpus = self.config.num_cpus_per_learner
+        torch.set_num_threads(int(cpus) if isinstance(cpus, (int, float)) and cpus >= 1 else 1)
+        super().build()
+
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
