@@ -114,7 +114,15 @@ class AlmaPPOConfig(PPOConfig):
     def validate(self) -> None:
         if self.enable_rl_module_and_learner:
             self._wire_hierarchy()
+        else:
+            self._wire_old_stack()
         super().validate()
+
+    def _wire_old_stack(self) -> None:
+        """Old API stack (ModelV2 + Policy): see `rllib_alma_mi.rllib.old_stack`."""
+        from rllib_alma_mi.rllib.old_stack import wire_old_stack
+
+        wire_old_stack(self)
 
     def _wire_hierarchy(self) -> None:
         hierarchy, model, mi = self.hierarchy_settings(), self.model_settings(), self.mi_settings()

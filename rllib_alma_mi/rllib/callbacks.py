@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from rllib_alma_mi.hierarchy import EPISODE_STATS
+
+
+def _final_stats(episode: Any) -> dict[str, Any] | None:
+    """The hierarchy's end-of-episode stats from any agent's last info, or None."""
+    if hasattr(episode, "get_infos"):  # new API stack: MultiAgentEpisode
+        infos = episode.get_infos(-1).values()
+    elif hasattr(episode, "last_info_for"):  # old API stack: EpisodeV2
+        infos = (episode.last_info_for(a) or {} for a in episode.get_agents())
+    else:  # the old stack passes the exception of a failed episode
+        return None
+    return next((i for i in infos if "base_env_steps" in i), None)
 
 
 class TaskMetricsCallback(RLlibCallback):
@@ -12,19 +25,31 @@ class TaskMetricsCallback(RLlibCallback):
 
     The hierarchy writes these into every agent's info at the episode's last step.
     `base_env_steps` counts the wrapped environment's steps (RLlib's own step counters also
-    count the allocation steps); its lifetime sum is `num_base_env_steps_lifetime`.
+    count the allocation steps); its lifetime sum is `num_base_env_steps_lifetime` (new API
+    stack only). On the old API stack the values go to the episode's custom metrics and are
+    copied from `custom_metrics/<key>_mean` to `result["env_runners"][<key>]`.
     """
 
     def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
-        if metrics_logger is None:
-            return
-        last_infos = episode.get_infos(-1)
-        stats = next((i for i in last_infos.values() if "base_env_steps" in i), None)
+        stats = _final_stats(episode)
         if stats is None:
             return
-        for key in EPISODE_STATS:
-            if key in stats:
-                metrics_logger.log_value(key, float(stats[key]), window=100)
+        values = {k: float(stats[k]) for k in EPISODE_STATS if k in stats}
         steps = int(stats["base_env_steps"])
+        if metrics_logger is None:
+            if hasattr(episode, "custom_metrics"):
+                episode.custom_metrics.update(values, base_env_steps=steps)
+            return
+        for key, value in values.items():
+            metrics_logger.log_value(key, value, window=100)
         metrics_logger.log_value("base_env_steps", steps, window=100)
         metrics_logger.log_value("num_base_env_steps_lifetime", steps, reduce="lifetime_sum")
+
+    def on_train_result(self, *, result: dict, **kwargs) -> None:
+        runners = result.get("env_runners")
+        custom = runners.get("custom_metrics") if isinstance(runners, dict) else None
+        if not custom:
+            return
+        for key in (*EPISODE_STATS, "base_env_steps"):
+            if f"{key}_mean" in custom and key not in runners:
+                runners[key] = custom[f"{key}_mean"]
