@@ -68,7 +68,8 @@ class AllocatorNet(nn.Module):
         self.ptr_query = nn.Linear(d, d)
         self.ptr_key = nn.Linear(d, d, bias=False)
         self.ptr_message = nn.Linear(d, d, bias=False)
-        self.ptr_count = nn.Embedding(n_agents, d)
+        # A linear code of the count, so no weight depends on the team size.
+        self.ptr_count = nn.Linear(1, d, bias=False)
         self.ptr_out = nn.Linear(d, 1)
 
     # ---------------------------------------------------------------------------------- encoder
@@ -196,7 +197,7 @@ class AllocatorNet(nn.Module):
 
         The same expression serves sampling and teacher forcing, so both give equal logits.
         """
-        context = key + placed + self.ptr_count(counts)
+        context = key + placed + self.ptr_count(counts.to(key.dtype).unsqueeze(-1))
         return self.ptr_out(torch.relu(context + query.unsqueeze(-2))).squeeze(-1)
 
     def allowed_choices(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

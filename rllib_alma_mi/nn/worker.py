@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, EntityEncoder, as_bool
+from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, as_bool
 
 __all__ = ["MASKED_LOGIT", "WorkerNet"]
 
@@ -18,12 +18,16 @@ class WorkerNet(nn.Module):
     encode(obs) -> hidden (B, D); logits(hidden, action_mask) -> (B, A) with MASKED_LOGIT on
     invalid actions; value(hidden) -> (B,); forward(obs) -> (logits, hidden).
     Entities outside entity_mask & obs_mask have no influence; the agent's own row always counts.
+    As in ALMA's low-level agents, only the agent's own row queries the entities (no
+    entity-to-entity self-attention): one query per sample keeps the many worker rows cheap.
     """
 
     def __init__(self, entity_dim: int, n_actions: int, embed_dim: int = 128, n_heads: int = 4):
         super().__init__()
         self.entity_dim, self.n_actions, self.embed_dim = entity_dim, n_actions, embed_dim
-        self.encoder = EntityEncoder(entity_dim, embed_dim, n_heads)
+        self.embed = nn.Sequential(
+            nn.Linear(entity_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim)
+        )
         self.readout = EntityAttention(embed_dim, n_heads)
         self.hidden = nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.ReLU())
         self.policy_head = nn.Linear(embed_dim, n_actions)
@@ -43,7 +47,7 @@ class WorkerNet(nn.Module):
             )
         own = torch.nn.functional.one_hot(index, e).bool()
         usable = (as_bool(obs["entity_mask"]) & as_bool(obs["obs_mask"])) | own  # (B, E)
-        emb = self.encoder(entities, usable)
+        emb = self.embed(entities.masked_fill(~usable[..., None], 0.0))
         own_emb = emb[torch.arange(b, device=emb.device), index][:, None]  # (B, 1, D)
         read = self.readout(own_emb, emb, usable)
         return self.hidden(torch.cat([own_emb, read], dim=-1)).squeeze(1)
