@@ -73,13 +73,15 @@ class MINE(nn.Module):
         measure: "JSD", "GAN" or "KL" (the NWJ bound, in nats).
         embed_dim: width of the critic.
         negatives: at most this many negatives (other samples' y) per positive.
-        critic: "separable" (default): T = f(x) . g(y) / sqrt(embed_dim), with f and g per-row
-            MLPs, so the pair scores of a block are one batched matmul; this is what makes the
-            vectorised pass faster than a per-agent N x N loop (benchmarks/mine_speed.py); it
-            meets the correlated-Gaussian targets (benchmarks/mine_gaussian.py).
-            "concat": T = w . relu(f(x) + g(y)) + b, an MLP on the concatenation [f(x), g(y)]
-            whose first layer is applied to x and y separately and added per pair; richer but
-            O(embed_dim) elementwise work per pair (tens of times slower on CPU).
+        critic: "separable" (default): T = f(x) . g(y) / sqrt(embed_dim), with f one ReLU layer
+            (x has n_agents rows per sample) and g a two-layer MLP, so T is a one-hidden-layer
+            network in x whose output weights depend on y. The pair scores of a block are one
+            batched matmul: this is what makes the vectorised pass faster than a per-agent N x N
+            loop (benchmarks/mine_speed.py); it meets the correlated-Gaussian targets
+            (benchmarks/mine_gaussian.py). "concat": T = w . relu(f(x) + g(y)) + b with f, g
+            two-layer MLPs, i.e. an MLP on the concatenation [f(x), g(y)] whose first layer is
+            applied to x and y separately and added per pair; richer but O(embed_dim)
+            elementwise work per pair (tens of times slower on CPU).
         chunk_elements: memory budget per chunk of blocks, in float elements of the pair tensor.
 
     forward(x, y, mask=None) -> (loss, mi):
@@ -110,7 +112,11 @@ class MINE(nn.Module):
         self.measure, self.critic_kind, self.negatives = measure, critic, negatives
         self.embed_dim = embed_dim
         self.chunk_elements = chunk_elements
-        self.f = _Encoder(x_dim, embed_dim)
+        if critic == "separable":
+            # x has n_agents rows per sample, y one: the deeper encoder goes on the y side.
+            self.f = nn.Sequential(nn.Linear(x_dim, embed_dim), nn.ReLU())
+        else:
+            self.f = _Encoder(x_dim, embed_dim)
         self.g = _Encoder(y_dim, embed_dim)
         if critic == "concat":
             self.pair_out = nn.Linear(embed_dim, 1)
