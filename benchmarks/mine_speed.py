@@ -53,15 +53,20 @@ class LoopMINE(nn.Module):
         return total / n_agents
 
 
-def time_backward(fn, repeats: int) -> float:
-    """Median seconds of fn() followed by backward, after one warm-up call."""
-    fn().backward()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_times(fns: list, repeats: int) -> list[list[float]]:
+    """Seconds of fn() + backward, per function and round (one warm-up call each).
+
+    The functions take turns within each round, so load from other processes hits them alike.
+    """
+    for fn in fns:
         fn().backward()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn().backward()
+            acc.append(time.perf_counter() - start)
+    return times
 
 
 MEMORY_SCRIPT = """
@@ -124,28 +129,28 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(args.n, args.agents, args.dim, requires_grad=True)
     y = torch.randn(args.n, args.dim)
     loop = LoopMINE(args.dim, args.dim)
+    separable = MINE(args.dim, args.dim)
+    loop_t, sep_t = interleaved_times(
+        [lambda: loop(x, y), lambda: separable(x, y)[0]], args.repeats
+    )
     rows = [
-        ("per-agent loop, N x N (plan's sketch)", time_backward(lambda: loop(x, y), args.repeats))
+        ("per-agent loop, N x N (plan's sketch)", loop_t, loop_t),
+        ("vectorised MINE, separable critic, K=128", sep_t, loop_t),
     ]
-    critics = ["separable"] if args.skip_concat else ["separable", "concat"]
-    for critic in critics:
-        mine = MINE(args.dim, args.dim, critic=critic)
-        repeats = args.repeats if critic == "separable" else max(2, args.repeats // 4)
-        rows.append(
-            (
-                f"vectorised MINE, {critic} critic, K=128",
-                time_backward(lambda m=mine: m(x, y)[0], repeats),
-            )
-        )
+    if not args.skip_concat:
+        concat = MINE(args.dim, args.dim, critic="concat")
+        rounds = max(2, args.repeats // 4)
+        loop_c, concat_t = interleaved_times([lambda: loop(x, y), lambda: concat(x, y)[0]], rounds)
+        rows.append(("vectorised MINE, concat critic, K=128", concat_t, loop_c))
 
-    base = rows[0][1]
     print(
         f"forward + backward, N={args.n}, agents={args.agents}, x_dim=y_dim={args.dim}, "
-        f"embed_dim=128, threads={args.threads}, median of {args.repeats}"
+        f"embed_dim=128, threads={args.threads}, {args.repeats} interleaved rounds"
     )
-    print(f"{'method':<44} {'ms':>9} {'speed-up':>9}")
-    for name, seconds in rows:
-        print(f"{name:<44} {seconds * 1e3:9.1f} {base / seconds:8.1f}x")
+    print(f"{'method':<44} {'median ms':>10} {'speed-up (median of rounds)':>28}")
+    for name, times, base in rows:
+        speedup = statistics.median(b / t for b, t in zip(base, times, strict=True))
+        print(f"{name:<44} {statistics.median(times) * 1e3:10.1f} {speedup:27.1f}x")
 
     print()
     print(f"peak memory of one forward + backward, N={args.big_n}, agents={args.agents}")
