@@ -20,6 +20,8 @@ from rllib_alma_mi.settings import HierarchySettings
 ALLOCATOR = "allocator"
 STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")
 EPISODE_STATS = ("solved", "tasks_completed_frac", "tasks_burned_frac")
+# Added by the hierarchy at the last step: the team's return (comparable across methods, unlike
+# RLlib's episode return, which sums every agent's reward) and the wrapped env's step count.
 
 
 def _binary_box(shape: tuple[int, ...]) -> gym.spaces.Box:
@@ -102,6 +104,7 @@ class HierarchicalEnv(MultiAgentEnv):
         self._read_base_obs()
         self._t = 0
         self._alloc_reward = 0.0
+        self._team_return = 0.0
         self._allocation[:] = 0
         self.agents = ([ALLOCATOR] if self.learned else []) + list(self.base.agents)
         if self.learned:
@@ -143,6 +146,7 @@ class HierarchicalEnv(MultiAgentEnv):
         # The team reward; environments with per-agent rewards (e.g. MPE) give their mean.
         team_reward = float(np.mean([rewards[a] for a in self._live]))
         self._alloc_reward += team_reward
+        self._team_return += team_reward
         out_rewards = {a: self._worker_reward(a, rewards, infos) for a in self._live}
         terminated = any(terms.values())
         truncated = any(truncs.values()) and not terminated
@@ -164,6 +168,7 @@ class HierarchicalEnv(MultiAgentEnv):
     def _final_step(self, rewards: dict, infos: dict, terminated: bool, truncated: bool):
         stats = {k: infos[self._live[0]][k] for k in EPISODE_STATS if k in infos[self._live[0]]}
         stats["base_env_steps"] = self._t
+        stats["team_return"] = self._team_return
         obs = self._worker_obs()
         out_infos = {a: {**infos.get(a, {}), **stats} for a in obs}
         if self.learned:

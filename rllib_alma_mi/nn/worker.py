@@ -25,8 +25,10 @@ class WorkerNet(nn.Module):
     def __init__(self, entity_dim: int, n_actions: int, embed_dim: int = 128, n_heads: int = 4):
         super().__init__()
         self.entity_dim, self.n_actions, self.embed_dim = entity_dim, n_actions, embed_dim
+        # Each entity is embedded together with the agent's own features, so relations such as
+        # relative position are one layer away instead of being left to the attention.
         self.embed = nn.Sequential(
-            nn.Linear(entity_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim)
+            nn.Linear(2 * entity_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, embed_dim)
         )
         self.readout = EntityAttention(embed_dim, n_heads)
         self.hidden = nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.ReLU())
@@ -47,7 +49,9 @@ class WorkerNet(nn.Module):
             )
         own = torch.nn.functional.one_hot(index, e).bool()
         usable = (as_bool(obs["entity_mask"]) & as_bool(obs["obs_mask"])) | own  # (B, E)
-        emb = self.embed(entities.masked_fill(~usable[..., None], 0.0))
+        entities = entities.masked_fill(~usable[..., None], 0.0)
+        own = entities[torch.arange(b, device=entities.device), index]  # (B, F)
+        emb = self.embed(torch.cat([entities, own[:, None].expand_as(entities)], dim=-1))
         own_emb = emb[torch.arange(b, device=emb.device), index][:, None]  # (B, 1, D)
         read = self.readout(own_emb, emb, usable)
         return self.hidden(torch.cat([own_emb, read], dim=-1)).squeeze(1)

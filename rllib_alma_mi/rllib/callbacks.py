@@ -21,7 +21,8 @@ def _final_stats(episode: Any) -> dict[str, Any] | None:
 
 
 class TaskMetricsCallback(RLlibCallback):
-    """Logs `solved`, `tasks_completed_frac`, `tasks_burned_frac` and `base_env_steps`.
+    """Logs `solved`, `tasks_completed_frac`, `tasks_burned_frac`, `team_return` and
+    `base_env_steps` per episode.
 
     The hierarchy writes these into every agent's info at the episode's last step.
     `base_env_steps` counts the wrapped environment's steps (RLlib's own step counters also
@@ -34,7 +35,7 @@ class TaskMetricsCallback(RLlibCallback):
         stats = _final_stats(episode)
         if stats is None:
             return
-        values = {k: float(stats[k]) for k in EPISODE_STATS if k in stats}
+        values = {k: float(stats[k]) for k in (*EPISODE_STATS, "team_return") if k in stats}
         steps = int(stats["base_env_steps"])
         if metrics_logger is None:
             if hasattr(episode, "custom_metrics"):
@@ -50,6 +51,6 @@ class TaskMetricsCallback(RLlibCallback):
         custom = runners.get("custom_metrics") if isinstance(runners, dict) else None
         if not custom:
             return
-        for key in (*EPISODE_STATS, "base_env_steps"):
+        for key in (*EPISODE_STATS, "team_return", "base_env_steps"):
             if f"{key}_mean" in custom and key not in runners:
                 runners[key] = custom[f"{key}_mean"]
