@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/rllib-alma-mi demo
+	rm -rf out/demo
+	$(VENV)/bin/rllib-alma-mi train --output out/demo
+	$(VENV)/bin/rllib-alma-mi plot out/demo --metric return --out out/demo/return.png
+	$(VENV)/bin/rllib-alma-mi plot out/demo --metric tasks_completed \
+		--out out/demo/tasks_completed.png
+	$(VENV)/bin/rllib-alma-mi render --checkpoint out/demo --out out/demo/episode.gif
+	@echo "demo files: out/demo/return.png, out/demo/tasks_completed.png (learning curves),"
+	@echo "  out/demo/episode.gif (one greedy episode), out/demo/trial_*/ (progress.csv,"
+	@echo "  TensorBoard events, checkpoints: tensorboard --logdir out/demo)"
 
 test: setup
 	$(PY) -m pytest -q

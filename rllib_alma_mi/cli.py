@@ -1,9 +1,411 @@
-"""Command line of rllib_alma_mi."""
+"""Command line of rllib_alma_mi: train, evaluate, sweep, plot, render.
+
+    rllib-alma-mi train [--config FILE.yaml] [--set section.key=value ...] [--stop-iters N]
+    rllib-alma-mi evaluate --checkpoint PATH --episodes N [--env-config key=value ...]
+    rllib-alma-mi sweep --config FILE.yaml --grid mi_weight=0.0001,0.001 --seeds 3
+    rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps]
+    rllib-alma-mi render --checkpoint PATH --out episode.gif [--seed S]
+
+Bad input (an invalid experiment file, `--set`, `--grid` or `--env-config` value, a path
+without runs or checkpoints) exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
 import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+USAGE_ERROR = 2
+INTERRUPTED = 130
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="rllib-alma-mi")
-    parser.parse_args(argv)
-    parser.print_help()
+class UsageError(ValueError):
+    """Bad command-line input not covered by a module's own error type."""
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    from rllib_alma_mi.evaluation import EvaluationError
+    from rllib_alma_mi.experiment import ConfigError
+    from rllib_alma_mi.plotting import PlotError
+
+    return ConfigError, EvaluationError, PlotError, UsageError
+
+
+# ----------------------------------------------------------------------------------- progress
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_line(result: Mapping[str, Any], stop: Mapping[str, Any], tag: str = "") -> str:
+    """One line per training iteration: iteration, env steps, return, solved rate, tasks
+    completed, mi_value, env steps per second and the time left to the first budget met."""
+    runners = result.get("env_runners", {})
+    learners = result.get("learners", {})
+    it = int(result.get("training_iteration", 0))
+    elapsed = float(result.get("time_total_s", 0.0)) or math.nan
+    steps = runners.get("num_base_env_steps_lifetime")
+    rate = steps / elapsed if steps is not None and elapsed > 0 else None
+    carriers = [learners[m] for m in ("allocator", "worker") if "mi_value" in learners.get(m, {})]
+    mi = carriers[0]["mi_value"] if carriers else None
+    left = []
+    if "iterations" in stop and it:
+        left.append((stop["iterations"] - it) * elapsed / it)
+    if "timesteps" in stop and rate:
+        left.append((stop["timesteps"] - (steps or 0)) / rate)
+    if "time_s" in stop:
+        left.append(stop["time_s"] - elapsed)
+    total = f"/{stop['iterations']}" if "iterations" in stop else ""
+    parts = [
+        f"iter {it}{total}",
+        f"env steps {_fmt(steps, ',.0f')}",
+        f"return {_fmt(runners.get('episode_return_mean'), '.2f')}",
+        f"solved {_fmt(runners.get('solved'), '.2f')}",
+        f"tasks done {_fmt(runners.get('tasks_completed_frac'), '.2f')}",
+        f"mi_value {_fmt(mi, '.3f')}",
+        f"{_fmt(rate, ',.0f')} steps/s",
+        f"ETA {_duration(min(left) if left else None)}",
+    ]
+    return (f"[{tag}] " if tag else "") + " | ".join(parts)
+
+
+class ProgressLine(Callback):
+    """Tune callback: prints `progress_line` with rich for every result of every trial."""
+
+    def __init__(self, stop: Mapping[str, Any]):
+        self.stop = dict(stop)
+        self._console: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"stop": self.stop, "_console": None}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        from rich.console import Console
+
+        if self._console is None:
+            self._console = Console(highlight=False, soft_wrap=True)
+        tag = str(trial.experiment_tag) if len(trials) > 1 else ""
+        self._console.print(progress_line(result, self.stop, tag), markup=False)
+
+
+# ----------------------------------------------------------------------------------- ray
+def _init_ray(address: str | None, verbose: bool) -> None:
+    """Start (or join) Ray; without --verbose only errors of Ray's own loggers are shown."""
+    import ray
+
+    if not verbose:  # Tune's own report (its header box, tables) gives way to ProgressLine
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=verbose)
+        else:
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.WARNING,
+            )
+    if not verbose:
+        import ray.rllib  # noqa: F401 - it sets its logger's level on import; override after
+
+        for name in ("ray", "ray.rllib", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """`--set` plus the shortcut flags, as `--set` assignments (validated the same way)."""
+    sets = list(args.set or [])
+    if getattr(args, "seed", None) is not None:
+        sets.append(f"seed={args.seed}")
+    if getattr(args, "num_env_runners", None) is not None:
+        sets.append(f"env_runners.num_env_runners={args.num_env_runners}")
+    if getattr(args, "checkpoint_every", None) is not None:
+        sets.append(f"checkpoint_every={args.checkpoint_every}")
+    if getattr(args, "stop_iters", None) is not None:
+        sets.append(f"stop={{iterations: {args.stop_iters}}}")
+    if getattr(args, "stop_timesteps", None) is not None:
+        sets.append(f"stop={{timesteps: {args.stop_timesteps}}}")
+    return sets
+
+
+def _output_dir(given: str | None, name: str) -> Path:
+    out = Path(given) if given else Path("out") / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return out.resolve()
+
+
+def _report(results: Any, output: Path) -> int:
+    """Print where the results are; 0 when every trial finished, 1 on errors, 130 if stopped."""
+    errors, unfinished = [], []
+    for result in results:
+        if result.error is not None:
+            errors.append(result)
+        elif not result.metrics.get("done", False):
+            unfinished.append(result)
+        checkpoint = result.checkpoint.path if result.checkpoint else "none"
+        print(f"trial {result.path}\n  last checkpoint: {checkpoint}")
+    print(f"results (progress.csv, TensorBoard events) under {output}")
+    print(f"  tensorboard --logdir {output}")
+    for result in errors:
+        first = str(result.error).strip().splitlines()
+        print(f"error: trial {Path(result.path).name} failed: {first[-1] if first else ''} "
+              f"(details: {Path(result.path) / 'error.txt'})", file=sys.stderr)
+    if errors:
+        return 1
+    if unfinished:
+        print(f"interrupted; continue with: rllib-alma-mi train --resume {output}")
+        return INTERRUPTED
     return 0
+
+
+# ----------------------------------------------------------------------------------- verbs
+def cmd_train(args: argparse.Namespace) -> int:
+    from rllib_alma_mi import experiment as ex
+
+    if args.resume:
+        given = [f for f in ("config", "set", "stop_iters", "stop_timesteps", "seed",
+                             "num_env_runners", "checkpoint_every", "output")
+                 if getattr(args, f) not in (None, [])]
+        if given:
+            raise UsageError(
+                f"--resume continues a run with its saved settings; drop "
+                f"{', '.join('--' + g.replace('_', '-') for g in given)}"
+            )
+        output = Path(args.resume).resolve()
+        if not ex.is_run_dir(output):
+            raise UsageError(f"--resume {args.resume}: no Tune run there (no tuner.pkl)")
+        _init_ray(args.address, args.verbose)
+        print(f"resuming {output} from its last checkpoints")
+        return _report(ex.restore_tuner(output).fit(), output)
+
+    spec = ex.load_experiment(args.config, _overrides(args))
+    output = _output_dir(args.output, spec.name)
+    if ex.is_run_dir(output):
+        raise UsageError(
+            f"--output {output}: already holds a run; continue it with --resume {output} "
+            "or pick another --output"
+        )
+    _init_ray(args.address, args.verbose)
+    seed = [spec.seed] if spec.seed is not None else None
+    tuner = ex.make_tuner(ex.param_space(spec, seeds=seed), output, spec.stop,
+                          spec.checkpoint_every, [ProgressLine(spec.stop)])
+    print(f"training {spec.name} ({spec.env}, stop {spec.stop}) into {output}")
+    return _report(tuner.fit(), output)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rllib_alma_mi import experiment as ex
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: must be at least 1")
+    spec = ex.load_experiment(args.config, _overrides(args))
+    grid = ex.parse_grid(spec.to_dict(), args.grid or [], spec.name)
+    base = spec.seed or 0
+    seeds = [base + i for i in range(args.seeds)]
+    output = _output_dir(args.output, f"{spec.name}_sweep")
+    if ex.is_run_dir(output):
+        raise UsageError(f"--output {output}: already holds a run; pick another --output")
+    _init_ray(args.address, args.verbose)
+    n_trials = math.prod(len(v) for v in grid.values()) * len(seeds)
+    tuner = ex.make_tuner(ex.param_space(spec, grid, seeds), output, spec.stop,
+                          spec.checkpoint_every, [ProgressLine(spec.stop)])
+    varied = ", ".join(f"{s}.{k}={v}" for (s, k), v in grid.items()) or "no grid"
+    print(f"sweeping {spec.name}: {varied}, seeds {seeds} -> {n_trials} trials into {output}")
+    return _report(tuner.fit(), output)
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    from rllib_alma_mi.experiment import parse_value
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {item}: expected key=value, e.g. {flag} sight_range=2")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def _print_evaluation(evaluation: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = evaluation.summary()
+    table = Table(title=f"greedy evaluation, iteration {evaluation.training_iteration}")
+    for column in ("team", "episodes", "return", "± std", "solved", "completed", "burned",
+                   "steps"):
+        table.add_column(column, justify="right")
+    rows = [(n, s) for n, s in summary["by_team_size"].items()] + [("all", summary["all"])]
+    for name, s in rows:
+        table.add_row(
+            name, str(s["episodes"]), f"{s['return_mean']:.2f}", f"{s['return_std']:.2f}",
+            f"{s['solved_rate']:.2f}", f"{s['tasks_completed_frac']:.2f}",
+            f"{s['tasks_burned_frac']:.2f}", f"{s['steps_mean']:.1f}",
+        )
+    console = Console(highlight=False)
+    console.print(table)
+    console.print(f"checkpoint {evaluation.checkpoint}; env {evaluation.env} "
+                  f"{evaluation.env_config}; return = team return, solved/completed/burned "
+                  "= fractions", markup=False)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rllib_alma_mi import evaluation as ev
+
+    if args.episodes < 1:
+        raise UsageError(f"--episodes {args.episodes}: must be at least 1")
+    overrides = _key_values(args.env_config, "--env-config")
+    ev.find_checkpoint(args.checkpoint)
+    _init_ray(None, args.verbose)
+    evaluation = ev.evaluate(args.checkpoint, args.episodes, overrides, seed=args.seed)
+    _print_evaluation(evaluation)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(evaluation.to_dict(), indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from rllib_alma_mi import evaluation as ev
+    from rllib_alma_mi.rendering import record_episode
+
+    overrides = _key_values(args.env_config, "--env-config")
+    ev.find_checkpoint(args.checkpoint)
+    _init_ray(None, args.verbose)
+    path, frames, stats = record_episode(args.checkpoint, args.out, overrides, args.seed,
+                                         args.fps)
+    print(f"wrote {path}: {frames} frames; team of {stats.team_size}, return "
+          f"{stats.team_return:.2f}, solved {stats.solved:.0f}, tasks completed "
+          f"{stats.tasks_completed_frac:.2f}, {stats.steps} steps")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rllib_alma_mi.plotting import plot_runs
+
+    out = args.out or str(Path(args.runs[0]) / f"{args.metric}.png")
+    summary = plot_runs(args.runs, args.metric, out, x=args.x)
+    for label, n, last in summary:
+        print(f"{label}: {n} seed{'s' if n != 1 else ''}, last mean {args.metric} {last:.4g}")
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rllib-alma-mi",
+        description="ALMA task allocation with a MINE auxiliary loss on RLlib.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's and the trials' own log output")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def experiment_flags(p: argparse.ArgumentParser, default_help: str) -> None:
+        p.add_argument("--config", metavar="FILE.yaml", help=default_help)
+        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override one setting, e.g. mutual_info.mi_weight=0.01 (repeatable)")
+        stop = p.add_mutually_exclusive_group()
+        stop.add_argument("--stop-iters", type=int, metavar="N",
+                          help="stop after N training iterations")
+        stop.add_argument("--stop-timesteps", type=int, metavar="N",
+                          help="stop after N environment steps")
+        p.add_argument("--output", metavar="DIR", help="run directory (default out/NAME_TIME)")
+        p.add_argument("--num-env-runners", type=int, metavar="N")
+        p.add_argument("--address", metavar="ray://HOST:PORT", help="an existing Ray cluster")
+        p.add_argument("--checkpoint-every", type=int, metavar="K",
+                       help="checkpoint every K iterations (and at the end)")
+
+    train = verbs.add_parser(
+        "train", parents=[common], help="train one configuration with Ray Tune"
+    )
+    experiment_flags(train, "experiment file (default: the embedded save_the_city config)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue an interrupted run from its last checkpoint")
+    train.set_defaults(func=cmd_train)
+
+    sweep = verbs.add_parser(
+        "sweep", parents=[common], help="grid search over settings and seeds"
+    )
+    experiment_flags(sweep, "experiment file (default: the embedded save_the_city config)")
+    sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                       help="values of one setting, e.g. mi_weight=0.0001,0.001 (repeatable)")
+    sweep.add_argument("--seeds", type=int, default=1, metavar="N",
+                       help="seeds per grid point (the config's seed, +1, ...)")
+    sweep.set_defaults(func=cmd_sweep, seed=None)
+
+    evaluate = verbs.add_parser(
+        "evaluate", parents=[common], help="greedy episodes with a checkpoint"
+    )
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="checkpoint, trial or one-trial run directory")
+    evaluate.add_argument("--episodes", type=int, default=20, metavar="N")
+    evaluate.add_argument("--env-config", action="append", metavar="KEY=VALUE",
+                          help="change the env, e.g. scenario=2-8a_2-8b or sight_range=2")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    evaluate.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    render = verbs.add_parser(
+        "render", parents=[common], help="one greedy episode as an animated GIF"
+    )
+    render.add_argument("--checkpoint", required=True, metavar="PATH")
+    render.add_argument("--out", required=True, metavar="FILE.gif")
+    render.add_argument("--env-config", action="append", metavar="KEY=VALUE")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--fps", type=float, default=None,
+                        help="frames per second (default: the env's render_fps)")
+    render.set_defaults(func=cmd_render)
+
+    plot = verbs.add_parser(
+        "plot", parents=[common], help="learning curves over seeds from run directories"
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--metric", default="solved",
+                      help="solved, return, tasks_completed, tasks_burned, episode_len, "
+                           "mi_value, mi_loss, or a progress.csv column")
+    plot.add_argument("--x", default="env_steps",
+                      help="env_steps, iterations, time, sampled_steps, or a column")
+    plot.add_argument("--out", metavar="FILE.png", help="default RUN_DIR/METRIC.png")
+    plot.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return USAGE_ERROR
+    try:
+        return args.func(args)
+    except _errors() as exc:
+        message = " ".join(str(exc).split())
+        print(f"rllib-alma-mi {args.verb}: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Learning curves from Tune runs: mean and a 95% t-interval over seeds, one line per config.
+
+Each trial directory holds Tune's `progress.csv` and `result.json` (one row per training
+iteration; column names are the nested result keys joined with "/") and `params.json` (the
+trial's config). Trials are grouped by their
+configuration without the seed; curves of a group are put on a common x grid by linear
+interpolation over the x range every seed covers, then averaged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rllib_alma_mi.experiment import setting_names, suggest
+
+# name → (candidate columns, axis label)
+METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+    "solved": (("env_runners/solved",), "solved rate (fraction of episodes)"),
+    "return": (("env_runners/episode_return_mean",), "episode return (sum over agents)"),
+    "tasks_completed": (
+        ("env_runners/tasks_completed_frac",),
+        "tasks completed (fraction of tasks)",
+    ),
+    "tasks_burned": (("env_runners/tasks_burned_frac",), "tasks burned (fraction of tasks)"),
+    "episode_len": (("env_runners/base_env_steps",), "episode length (env steps)"),
+    "mi_value": (
+        ("learners/allocator/mi_value", "learners/worker/mi_value"),
+        "MI lower-bound estimate (nats)",
+    ),
+    "mi_loss": (("learners/allocator/mi_loss", "learners/worker/mi_loss"), "MI loss"),
+}
+FRACTIONS = ("solved", "tasks_completed", "tasks_burned")
+X_AXES: dict[str, tuple[tuple[str, ...], str]] = {
+    "env_steps": (("env_runners/num_base_env_steps_lifetime",), "environment steps"),
+    "iterations": (("training_iteration",), "training iteration"),
+    "time": (("time_total_s",), "wall-clock time (s)"),
+    "sampled_steps": (
+        ("env_runners/num_env_steps_sampled_lifetime",),
+        "RLlib env steps (with allocation steps)",
+    ),
+}
+
+
+class PlotError(ValueError):
+    """No runs at a path, or a metric the runs do not have."""
+
+
+@dataclass
+class Trial:
+    """One trial's results table and config."""
+
+    path: Path
+    table: pd.DataFrame
+    params: dict[str, Any]
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}/"))
+        else:
+            out[name] = value
+    return out
+
+
+def _read_table(trial_dir: Path) -> pd.DataFrame:
+    """The trial's results, one row per iteration, nested keys joined with "/".
+
+    Read from result.json (JSON lines) when present: Tune's progress.csv fixes its header at
+    the first result and, after a resume, appends rows whose columns no longer match that
+    header. progress.csv is the fallback.
+    """
+    result_json = trial_dir / "result.json"
+    if result_json.is_file():
+        lines = [line for line in result_json.read_text().splitlines() if line.strip()]
+        if lines:
+            return pd.DataFrame([_flatten(json.loads(line)) for line in lines])
+    try:
+        return pd.read_csv(trial_dir / "progress.csv")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def find_trials(paths: list[str | Path]) -> list[Trial]:
+    """Every trial (a directory with progress.csv) in or under the given run directories."""
+    trials = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise PlotError(f"{path}: no such directory")
+        found = [path / "progress.csv"] if (path / "progress.csv").is_file() else sorted(
+            path.rglob("progress.csv")
+        )
+        if not found:
+            raise PlotError(f"{path}: no progress.csv in it or below; is it a training run?")
+        for csv in found:
+            params_file = csv.parent / "params.json"
+            params = json.loads(params_file.read_text()) if params_file.is_file() else {}
+            trials.append(Trial(csv.parent, _read_table(csv.parent), params))
+    return trials
+
+
+def _column(trials: list[Trial], name: str, known: dict, kind: str) -> tuple[str, str]:
+    """(column, axis label) of a metric or x-axis name, or of a raw column name."""
+    columns = set().union(*(t.table.columns for t in trials))
+    candidates, label = known.get(name, ((name,), name))
+    for column in candidates:
+        if column in columns:
+            return column, label
+    choices = list(known) + sorted(c for c in columns if "/" in c or c in ("training_iteration",))
+    raise PlotError(
+        f"{kind} {name!r}: not in these runs;{suggest(name, choices)} known names: "
+        f"{', '.join(known)} (or a progress.csv column such as {candidates[0]!r})"
+    )
+
+
+def config_identity(params: dict[str, Any]) -> dict[str, str]:
+    """The settings that define a configuration (everything but the seed), as text."""
+    flat = {}
+    for path in setting_names():
+        value: Any = params
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            flat[path[-1] if path != ("lambda",) else "lambda_"] = json.dumps(value)
+    for key, value in (params.get("env_config") or {}).items():
+        if not key.startswith("_"):
+            flat[key] = json.dumps(value)
+    return flat
+
+
+def group_trials(trials: list[Trial]) -> dict[str, list[Trial]]:
+    """Label → trials of one configuration. Labels name the settings that differ."""
+    identities = [config_identity(t.params) for t in trials]
+    keys = sorted(set().union(*identities))
+    varying = [k for k in keys if len({ident.get(k) for ident in identities}) > 1]
+    groups: dict[str, list[Trial]] = {}
+    for trial, ident in zip(trials, identities, strict=True):
+        if varying:
+            label = ", ".join(f"{k}={_short(ident.get(k))}" for k in varying)
+        else:
+            label = trial.params.get("env", "") or trial.path.parent.name
+        groups.setdefault(label, []).append(trial)
+    return groups
+
+
+def _short(text: str | None) -> str:
+    if text is None:
+        return "-"
+    value = json.loads(text)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and half-width of the 95% Student-t interval over axis 0 (seeds) of (S, X)."""
+    from scipy import stats
+
+    n = values.shape[0]
+    mean = values.mean(axis=0)
+    if n < 2:
+        return mean, np.zeros_like(mean)
+    sem = values.std(axis=0, ddof=1) / np.sqrt(n)
+    return mean, stats.t.ppf(0.975, n - 1) * sem
+
+
+def aggregate(
+    trials: list[Trial], x_col: str, y_col: str, points: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(x (X,), mean (X,), half-width (X,), seeds used) of one configuration's curves."""
+    curves = []
+    for trial in trials:
+        if x_col not in trial.table or y_col not in trial.table:
+            continue
+        data = trial.table[[x_col, y_col]].apply(pd.to_numeric, errors="coerce").dropna()
+        data = data.sort_values(x_col).drop_duplicates(x_col, keep="last")
+        if len(data):
+            curves.append((data[x_col].to_numpy(float), data[y_col].to_numpy(float)))
+    if not curves:
+        return np.array([]), np.array([]), np.array([]), 0
+    xs = [c[0] for c in curves]
+    if all(len(x) == len(xs[0]) and np.array_equal(x, xs[0]) for x in xs):
+        grid = xs[0]
+    else:
+        lo, hi = max(x[0] for x in xs), min(x[-1] for x in xs)
+        if hi < lo:  # the seeds share no x range: keep the longest curve only
+            grid = max(xs, key=len)
+            curves = [max(curves, key=lambda c: len(c[0]))]
+        else:
+            grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
+    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    mean, half = t_interval(ys)
+    return grid, mean, half, len(curves)
+
+
+def plot_runs(
+    paths: list[str | Path], metric: str, out: str | Path, x: str = "env_steps"
+) -> list[tuple[str, int, float]]:
+    """Draw the learning curves of the runs into `out` (PNG/PDF/SVG by suffix).
+
+    Returns one (label, seeds, last mean value) per configuration.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = find_trials(paths)
+    y_col, y_label = _column(trials, metric, METRICS, "metric")
+    x_col, x_label = _column(trials, x, X_AXES, "--x")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    summary = []
+    for label, group in sorted(group_trials(trials).items()):
+        grid, mean, half, n = aggregate(group, x_col, y_col)
+        if n == 0:
+            continue
+        shown = f"{label} (n={n} seed{'s' if n != 1 else ''})"
+        (line,) = ax.plot(grid, mean, marker="o" if len(grid) < 12 else None, label=shown)
+        if n > 1:
+            ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        summary.append((label, n, float(mean[-1])))
+    if not summary:
+        plt.close(fig)
+        raise PlotError(f"no trial has both {x_col!r} and {y_col!r} values")
+    if metric in FRACTIONS:
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(f"{metric}: mean and 95% t-interval over seeds", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return summary

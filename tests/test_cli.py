@@ -1,0 +1,246 @@
+"""The `rllib-alma-mi` console script, verb by verb, on tiny budgets.
+
+One trained run (module fixture) serves train, evaluate, render and plot; resume and sweep
+train their own tiny runs. Plot grouping and the progress line are also tested in-process.
+"""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from rllib_alma_mi.cli import progress_line
+from rllib_alma_mi.plotting import aggregate, find_trials, group_trials, t_interval
+
+SCRIPT = Path(sys.executable).with_name("rllib-alma-mi")
+TINY = {
+    "name": "tiny",
+    "env": "save_the_city",
+    "env_config": {"scenario": "2a_3b", "max_cycles": 30},
+    "alma": {"embed_dim": 16},
+    "mutual_info": {"mi_embed_dim": 16},
+    "training": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1},
+    "env_runners": {"num_env_runners": 0, "num_envs_per_env_runner": 2},
+    "stop": {"iterations": 2},
+    "checkpoint_every": 1,
+}
+PROGRESS = re.compile(r"iter (\d+)/(\d+) \| env steps [\d,]+ \| return \S+ \| solved \S+ \| "
+                      r"tasks done \S+ \| mi_value \S+ \| \S+ steps/s \| ETA \d+:\d\d:\d\d")
+
+
+def command(*args: str) -> list[str]:
+    if SCRIPT.exists():
+        return [str(SCRIPT), *args]
+    return [sys.executable, "-m", "rllib_alma_mi.cli", *args]
+
+
+def run(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def trial_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in run_dir.glob("*/progress.csv"))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli")
+    (path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """(run directory, completed `train` process): 2 iterations, a checkpoint after each."""
+    out = workdir / "run"
+    proc = run(workdir, "train", "--config", "tiny.yaml", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_train_prints_progress_and_writes_checkpoints_csv_tensorboard(trained):
+    out, proc = trained
+    lines = [m.groups() for m in PROGRESS.finditer(proc.stdout)]
+    assert lines == [("1", "2"), ("2", "2")], proc.stdout
+    (trial,) = trial_dirs(out)
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+    ]
+    assert (trial / "checkpoint_000001" / "rllib_checkpoint.json").is_file()
+    table = pd.read_csv(trial / "progress.csv")
+    assert table["training_iteration"].tolist() == [1, 2]
+    for column in ("env_runners/solved", "env_runners/num_base_env_steps_lifetime",
+                   "learners/allocator/mi_value"):
+        assert column in table.columns
+    assert list(trial.glob("events.out.tfevents.*"))
+    assert f"tensorboard --logdir {out}" in proc.stdout
+
+
+def test_evaluate_on_bigger_teams_and_another_sight_range(trained, workdir):
+    out, _ = trained
+    report = workdir / "eval.json"
+    proc = run(workdir, "evaluate", "--checkpoint", str(out), "--episodes", "4",
+               "--env-config", "scenario=2-8a_2-8b", "--env-config", "sight_range=2",
+               "--json", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "greedy evaluation" in proc.stdout and "solved" in proc.stdout
+    result = json.loads(report.read_text())
+    assert result["env_config"]["scenario"] == "2-8a_2-8b"
+    assert result["env_config"]["sight_range"] == 2
+    assert result["training_iteration"] == 2
+    assert result["summary"]["all"]["episodes"] == 4
+    sizes = {int(n) for n in result["summary"]["by_team_size"]}
+    assert sizes and all(2 <= n <= 8 for n in sizes)
+    for episode in result["episodes"]:
+        assert 0.0 <= episode["tasks_completed_frac"] <= 1.0 and episode["steps"] <= 30
+
+
+def test_render_writes_an_animated_gif(trained, workdir):
+    out, _ = trained
+    gif = workdir / "episode.gif"
+    proc = run(workdir, "render", "--checkpoint", str(out), "--out", str(gif), "--seed", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames > 1
+        assert image.size[0] >= 256
+
+
+def test_plot_writes_a_png_and_rejects_unknown_metrics(trained, workdir):
+    out, _ = trained
+    png = workdir / "solved.png"
+    proc = run(workdir, "plot", str(out), "--metric", "solved", "--out", str(png))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+    proc = run(workdir, "plot", str(out), "--metric", "sovled", "--out", str(png))
+    assert proc.returncode == 2
+    assert "did you mean 'solved'?" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_continues_from_the_last_checkpoint(workdir):
+    out = workdir / "resumable"
+    proc = subprocess.Popen(
+        command("train", "--config", "tiny.yaml", "--stop-iters", "5", "--output", str(out)),
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*/checkpoint_000000/rllib_checkpoint.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout
+    assert f"train --resume {out}" in stdout
+    (trial,) = trial_dirs(out)
+    checkpoints = sorted(trial.glob("checkpoint_*"))
+    last_iteration = len(checkpoints)  # one checkpoint per iteration: checkpoint_00000k = k + 1
+    assert last_iteration < 5
+
+    resumed = run(workdir, "train", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    iterations = [int(m.group(1)) for m in PROGRESS.finditer(resumed.stdout)]
+    assert iterations[0] == last_iteration + 1 and iterations[-1] == 5
+    rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    seen = [r["training_iteration"] for r in rows]
+    assert seen[-1] == 5 and sorted(set(seen)) == [1, 2, 3, 4, 5]
+    plot = run(workdir, "plot", str(out), "--metric", "return", "--x", "iterations",
+               "--out", str(workdir / "resumed.png"))
+    assert plot.returncode == 0, plot.stderr[-3000:]
+
+
+def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
+    out = workdir / "sweep"
+    proc = run(workdir, "sweep", "--config", "tiny.yaml", "--grid", "mi_weight=0.0001,0.01",
+               "--seeds", "2", "--stop-iters", "1", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    points = set()
+    for trial in trial_dirs(out):
+        params = json.loads((trial / "params.json").read_text())
+        points.add((params["mi_weight"], params["seed"]))
+    assert points == {(0.0001, 0), (0.0001, 1), (0.01, 0), (0.01, 1)}
+    plot = run(workdir, "plot", str(out), "--metric", "mi_value", "--x", "iterations",
+               "--out", str(workdir / "sweep.png"))
+    assert plot.returncode == 0, plot.stderr[-3000:]
+    assert "mi_weight=0.0001: 2 seeds" in plot.stdout and "mi_weight=0.01: 2 seeds" in plot.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--config", "broken.yaml"], "not valid YAML (line 3"),
+        (["--config", "typo.yaml"], "did you mean 'mi_weight'?"),
+        (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma: 2 is out of"),
+        (["--config", "tiny.yaml", "--set", "mutual_info.mi_measure=XYZ"], "'JSD', 'GAN', 'KL'"),
+        (["--config", "tiny.yaml", "--set", "alma.alloc_interval"], "expected key=value"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(workdir, args, expected):
+    (workdir / "broken.yaml").write_text("training:\n  lr: [0.1\nstop: {}\n")
+    (workdir / "typo.yaml").write_text(yaml.safe_dump({**TINY, "mutual_info": {"mi_wieght": 1}}))
+    proc = run(workdir, "train", *args, "--output", str(workdir / "never"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (workdir / "never").exists()
+
+
+# ----------------------------------------------------------------------------------- in-process
+def test_progress_line_shows_the_run_state():
+    result = {
+        "training_iteration": 3,
+        "time_total_s": 30.0,
+        "env_runners": {"num_base_env_steps_lifetime": 6000, "episode_return_mean": -1.5,
+                        "solved": 0.25, "tasks_completed_frac": 0.5},
+        "learners": {"allocator": {"mi_value": 0.123}},
+    }
+    line = progress_line(result, {"iterations": 10})
+    assert line == ("iter 3/10 | env steps 6,000 | return -1.50 | solved 0.25 | tasks done 0.50 "
+                    "| mi_value 0.123 | 200 steps/s | ETA 0:01:10")
+    line = progress_line({"training_iteration": 1, "time_total_s": 2.0}, {"timesteps": 100})
+    assert "solved - | " in line and "mi_value -" in line and "ETA -" in line
+
+
+def write_trial(path: Path, params: dict, steps: list, solved: list) -> None:
+    path.mkdir(parents=True)
+    (path / "params.json").write_text(json.dumps(params))
+    pd.DataFrame({
+        "training_iteration": range(1, len(steps) + 1),
+        "env_runners/num_base_env_steps_lifetime": steps,
+        "env_runners/solved": solved,
+    }).to_csv(path / "progress.csv", index=False)
+
+
+def test_plot_groups_seeds_by_config_and_interpolates(tmp_path):
+    base = {"env": "save_the_city", "env_config": {"scenario": "2a_3b"}, "mi_weight": 0.001}
+    write_trial(tmp_path / "a0", {**base, "seed": 0}, [100, 200, 300], [0.0, 0.2, 0.4])
+    write_trial(tmp_path / "a1", {**base, "seed": 1}, [150, 250, 350], [0.0, 0.4, 0.6])
+    write_trial(tmp_path / "b0", {**base, "mi_weight": 0.01, "seed": 0}, [100, 200], [0.1, 0.1])
+    groups = group_trials(find_trials([tmp_path]))
+    assert sorted(groups) == ["mi_weight=0.001", "mi_weight=0.01"]
+    assert len(groups["mi_weight=0.001"]) == 2
+    x, mean, half, n = aggregate(
+        groups["mi_weight=0.001"], "env_runners/num_base_env_steps_lifetime",
+        "env_runners/solved", points=3,
+    )
+    assert n == 2 and x.tolist() == [150.0, 225.0, 300.0]
+    assert mean.tolist() == pytest.approx([0.05, 0.275, 0.45])
+    assert (half > 0).any()
+
+
+def test_t_interval_matches_the_student_t_quantile():
+    values = np.array([[1.0], [2.0], [3.0]])
+    mean, half = t_interval(values)
+    assert mean[0] == 2.0
+    assert half[0] == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
+    assert t_interval(values[:1])[1][0] == 0.0

@@ -1,0 +1,216 @@
+"""Experiment files: validation errors name the source and key, suggest typos, list what is
+allowed; overrides, grids and the Tune param space (no Ray runtime needed)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rllib_alma_mi.experiment import (
+    DEFAULT_EXPERIMENT,
+    BudgetStopper,
+    ConfigError,
+    apply_set,
+    load_experiment,
+    param_space,
+    parse_grid,
+    parse_value,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
+TINY = {
+    "env": "save_the_city",
+    "env_config": {"scenario": "2a_3b", "max_cycles": 30},
+    "alma": {"embed_dim": 16},
+    "mutual_info": {"mi_embed_dim": 16},
+    "training": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1},
+    "env_runners": {"num_env_runners": 0},
+    "stop": {"iterations": 2},
+}
+
+
+def write(tmp_path: Path, data, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def error_of(tmp_path: Path, data, sets=()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_experiment(write(tmp_path, data), sets)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def with_section(section: str, **values) -> dict:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    data[section] = {**data.get(section, {}), **values}
+    return data
+
+
+def test_typo_in_a_key_names_file_key_and_suggests(tmp_path):
+    message = error_of(tmp_path, with_section("mutual_info", mi_wieght=0.01))
+    assert "exp.yaml" in message
+    assert "mutual_info.mi_wieght: unknown key" in message
+    assert "did you mean 'mi_weight'?" in message
+    assert "mi_measure" in message  # the allowed keys are listed
+
+
+def test_unknown_section_suggests_the_right_one(tmp_path):
+    data = dict(TINY, mutal_info={"mi_weight": 0.01})
+    message = error_of(tmp_path, data)
+    assert "mutal_info: unknown section" in message
+    assert "did you mean 'mutual_info'?" in message
+
+
+@pytest.mark.parametrize(
+    "section, values, expected",
+    [
+        ("training", {"lr": "fast"}, "training.lr: 'fast' has the wrong type; allowed: a number"),
+        ("training", {"num_epochs": 1.5}, "training.num_epochs: 1.5 has the wrong type"),
+        ("training", {"use_gae": "yes"}, "allowed: true or false"),
+        ("alma", {"embed_dim": "big"}, "embed_dim='big' must be an integer"),
+        ("alma", {"subtask_mask": 1}, "subtask_mask=1 must be a bool"),
+        ("env_runners", {"rollout_fragment_length": "long"}, "or 'auto'"),
+    ],
+)
+def test_wrong_type(tmp_path, section, values, expected):
+    assert expected in error_of(tmp_path, with_section(section, **values))
+
+
+@pytest.mark.parametrize(
+    "section, values, expected",
+    [
+        (
+            "training",
+            {"gamma": 1.5},
+            "training.gamma: 1.5 is out of range; allowed: a number in [0, 1]",
+        ),
+        (
+            "training",
+            {"lr": 0.0},
+            "training.lr: 0.0 is out of range; allowed: a number in (0, inf)",
+        ),
+        ("mutual_info", {"mi_weight": -0.1}, "mi_weight=-0.1 is out of range"),
+        ("mutual_info", {"mi_measure": "XYZ"}, "choose one of ['JSD', 'GAN', 'KL']"),
+        ("alma", {"allocation": "greedy"}, "['learned', 'heuristic', 'random', 'none']"),
+        ("stop", {"iterations": 0}, "stop.iterations: 0 is out of range"),
+        ("env_runners", {"num_env_runners": -1}, "an integer in [0, inf)"),
+    ],
+)
+def test_out_of_range_or_not_allowed(tmp_path, section, values, expected):
+    assert expected in error_of(tmp_path, with_section(section, **values))
+
+
+def test_section_must_be_a_mapping(tmp_path):
+    assert "training: must be a mapping" in error_of(tmp_path, dict(TINY, training=5))
+
+
+def test_env_config_typo_and_bad_value(tmp_path):
+    message = error_of(tmp_path, dict(TINY, env_config={"scenaro": "2a_3b"}))
+    assert "env_config.scenaro: unknown key for env 'save_the_city'" in message
+    assert "did you mean 'scenario'?" in message
+    message = error_of(tmp_path, dict(TINY, env_config={"scenario": "lots"}))
+    assert message.startswith(f"{tmp_path / 'exp.yaml'}: env_config: ")
+
+
+def test_unknown_env_suggests_a_registered_one(tmp_path):
+    message = error_of(tmp_path, dict(TINY, env="save_the_cty", env_config={}))
+    assert "did you mean 'save_the_city'?" in message
+
+
+def test_combinations_are_checked(tmp_path):
+    message = error_of(tmp_path, with_section("alma", allocation="heuristic"))
+    assert "mi_scheme=3 puts the MI term on the allocator" in message
+    message = error_of(tmp_path, with_section("training", minibatch_size=5000))
+    assert "minibatch_size" in message and "train_batch_size_per_learner" in message
+
+
+def test_bad_yaml_reports_the_line(tmp_path):
+    message = error_of(tmp_path, "training:\n  lr: [0.1\n")
+    assert "not valid YAML" in message and "line" in message
+    message = error_of(tmp_path, "- just\n- a list\n")
+    assert "must hold a mapping of sections" in message
+
+
+def test_yaml_exponent_floats_and_empty_sections(tmp_path):
+    text = yaml.safe_dump(TINY) + "mutual_info:\n  mi_weight: 1e-4\ntraining:\n"
+    spec = load_experiment(write(tmp_path, text))
+    assert spec.mutual_info == {"mi_weight": 1e-4}
+    assert spec.training == {}  # an empty section takes the library defaults
+    assert parse_value("1e-4") == 1e-4 and parse_value("true") is True
+    assert parse_value("abc") == "abc" and parse_value("null") is None
+
+
+def test_set_overrides_are_validated_and_named(tmp_path):
+    path = write(tmp_path, TINY)
+    spec = load_experiment(path, ["alma.alloc_interval=3", "training.lr=1e-4", "seed=7",
+                                  "stop={timesteps: 500}"])
+    assert spec.alma["alloc_interval"] == 3 and spec.training["lr"] == 1e-4
+    assert spec.seed == 7 and spec.stop == {"timesteps": 500}
+    with pytest.raises(ConfigError, match=r"^--set mutual_info.mi_weight=-1: .*out of range"):
+        load_experiment(path, ["mutual_info.mi_weight=-1"])
+    with pytest.raises(ConfigError, match="did you mean 'training'"):
+        load_experiment(path, ["trainig.lr=0.1"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_experiment(path, ["training.lr"])
+    with pytest.raises(ConfigError, match="seed is a single value"):
+        apply_set(TINY, "seed.x=1")
+
+
+def test_example_configs_are_valid_and_the_default_is_the_embedded_one():
+    files = sorted(CONFIGS.glob("*.yaml"))
+    names = {f.stem for f in files}
+    assert {"save_the_city", "with_mi", "without_mi", "heuristic", "flat", "mpe_spread"} <= names
+    for path in files:
+        load_experiment(path)
+    assert load_experiment(CONFIGS / "save_the_city.yaml").to_dict() == load_experiment(
+        None
+    ).to_dict()
+    assert load_experiment(None).to_dict() == {**DEFAULT_EXPERIMENT}
+    flat = load_experiment(CONFIGS / "flat.yaml")
+    assert flat.alma["allocation"] == "none" and not flat.mutual_info["use_mutual_info"]
+
+
+def test_grid_keys_values_and_param_space(tmp_path):
+    spec = load_experiment(write(tmp_path, TINY))
+    grid = parse_grid(spec.to_dict(), ["mi_weight=0.0001,0.01", "env_config.sight_range=2,4",
+                                       "training.lambda_=0.9,0.95"])
+    assert grid == {
+        ("mutual_info", "mi_weight"): [0.0001, 0.01],
+        ("env_config", "sight_range"): [2, 4],
+        ("training", "lambda_"): [0.9, 0.95],
+    }
+    space = param_space(spec, grid, seeds=[0, 1, 2])
+    assert space["mi_weight"] == {"grid_search": [0.0001, 0.01]}
+    assert space["env_config"]["sight_range"] == {"grid_search": [2, 4]}
+    assert space["env_config"]["scenario"] == "2a_3b"
+    assert space["lambda"] == {"grid_search": [0.9, 0.95]}
+    assert space["seed"] == {"grid_search": [0, 1, 2]}
+    with pytest.raises(ConfigError, match=r"--grid mi_weight=0.1,-1 \(value -1\)"):
+        parse_grid(spec.to_dict(), ["mi_weight=0.1,-1"])
+    with pytest.raises(ConfigError, match="did you mean 'mi_embed_dim'"):
+        parse_grid(spec.to_dict(), ["mi_embed_dims=64"])
+
+
+def test_budget_stopper_reads_nested_and_flat_results():
+    stop = BudgetStopper({"iterations": 3, "timesteps": 1000})
+    assert not stop("t", {"training_iteration": 2})
+    assert stop("t", {"training_iteration": 3})
+    nested = {"training_iteration": 1, "env_runners": {"num_base_env_steps_lifetime": 1000}}
+    assert stop("t", nested)
+    assert stop("t", {"training_iteration": 1, "env_runners/num_base_env_steps_lifetime": 1200})
+    assert not stop("t", {"training_iteration": 1, "env_runners": {}})
+
+
+def test_set_order_does_not_matter_and_combination_errors_name_all_sets(tmp_path):
+    path = write(tmp_path, TINY)
+    sets = ["alma.allocation=heuristic", "mutual_info.use_mutual_info=false"]
+    for order in (sets, sets[::-1]):
+        spec = load_experiment(path, order)
+        assert spec.alma["allocation"] == "heuristic"
+    with pytest.raises(ConfigError, match=r"^--set alma.allocation=heuristic: "):
+        load_experiment(path, ["alma.allocation=heuristic"])
+    with pytest.raises(ConfigError, match=r"with --set alma.embed_dim=20 --set alma.n_heads=8"):
+        load_experiment(path, ["alma.embed_dim=20", "alma.n_heads=8"])
