@@ -77,7 +77,7 @@ def progress_line(result: Mapping[str, Any], stop: Mapping[str, Any], tag: str =
     parts = [
         f"iter {it}{total}",
         f"env steps {_fmt(steps, ',.0f')}",
-        f"return {_fmt(runners.get('episode_return_mean'), '.2f')}",
+        f"return {_fmt(runners.get('team_return', runners.get('episode_return_mean')), '.2f')}",
         f"solved {_fmt(runners.get('solved'), '.2f')}",
         f"tasks done {_fmt(runners.get('tasks_completed_frac'), '.2f')}",
         f"mi_value {_fmt(mi, '.3f')}",

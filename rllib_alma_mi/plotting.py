@@ -22,7 +22,10 @@ from rllib_alma_mi.experiment import setting_names, suggest
 # name → (candidate columns, axis label)
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "solved": (("env_runners/solved",), "solved rate (fraction of episodes)"),
-    "return": (("env_runners/episode_return_mean",), "episode return (sum over agents)"),
+    "return": (
+        ("env_runners/team_return", "env_runners/episode_return_mean"),
+        "team return per episode",
+    ),
     "tasks_completed": (
         ("env_runners/tasks_completed_frac",),
         "tasks completed (fraction of tasks)",
