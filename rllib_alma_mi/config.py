@@ -10,6 +10,12 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from rllib_alma_mi.evolution import (
+    EvolutionSettings,
+    attach_evolution,
+    evolution_state,
+    restore_evolution_state,
+)
 from rllib_alma_mi.hierarchy import ALLOCATOR
 from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
@@ -68,6 +74,7 @@ class AlmaPPOConfig(PPOConfig):
         # masked allocation can violate; the contract check of the base env runs instead.
         self.environment(disable_env_checking=True)
         self.callbacks(TaskMetricsCallback)
+        self.evolution_config = None  # the `.evolution()` block (off by default)
 
     # ------------------------------------------------------------------ the two new blocks
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
@@ -97,6 +104,13 @@ class AlmaPPOConfig(PPOConfig):
         self.mi_settings()
         return self
 
+    def evolution(self, enabled: bool = True, **kwargs: Any) -> AlmaPPOConfig:
+        """ALMA-EA population of allocator heads (`rllib_alma_mi.evolution`); keys as
+        `EvolutionSettings`. `evolution(enabled=False)` turns it off again."""
+        settings = EvolutionSettings.from_dict(kwargs)  # raises ValueError on a bad key/value
+        self.evolution_config = settings.to_dict() if enabled else None
+        return self
+
     def hierarchy_settings(self) -> HierarchySettings:
         keys = [k for k in HierarchySettings.keys() if k != "include_state"]
         hierarchy = HierarchySettings(**{k: getattr(self, k) for k in keys})
@@ -112,6 +126,7 @@ class AlmaPPOConfig(PPOConfig):
 
     # ------------------------------------------------------------------ build-time wiring
     def validate(self) -> None:
+        attach_evolution(self)
         if self.enable_rl_module_and_learner:
             self._wire_hierarchy()
         else:
@@ -175,3 +190,10 @@ class AlmaPPO(PPO):
     @classmethod
     def get_default_config(cls) -> AlmaPPOConfig:
         return AlmaPPOConfig()
+
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return evolution_state(self, super().get_state(*args, **kwargs))
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        restore_evolution_state(self, state)
