@@ -192,7 +192,7 @@ class AlmaPPO(PPO):
         return AlmaPPOConfig()
 
     def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return evolution_state(self, super().get_state(*args, **kwargs))
+        return evolution_state(self, super().get_state(*args, **kwargs), *args, **kwargs)
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)

@@ -362,7 +362,6 @@ def evaluate_heads_locally(
     from rllib_alma_mi.hierarchy import ALLOCATOR
     from rllib_alma_mi.registry import make_env
 
-    torch.set_num_threads(1)
     env = make_env(env_name, env_config)
     modules = {}
     for module_id, spec in specs.items():
@@ -386,6 +385,7 @@ def _evaluate_chunk(
     seeds: list[int],
 ) -> list[float]:
     specs, states = payload
+    torch.set_num_threads(1)  # one thread per task: `eval_workers` bounds the parallelism
     return evaluate_heads_locally(heads, specs, states, env_name, env_config, seeds)
 
 
@@ -569,10 +569,14 @@ def best_head(algo: Any) -> Head | None:
     return None if state is None or state.best is None else clone_head(state.best)
 
 
-def evolution_state(algo: Any, state: dict[str, Any]) -> dict[str, Any]:
-    """`state` plus the population, for `Algorithm.get_state`."""
+def evolution_state(
+    algo: Any, state: dict[str, Any], components: Any = None, **kwargs: Any
+) -> dict[str, Any]:
+    """`state` plus the population, for `Algorithm.get_state(components, not_components=)`;
+    the population is a component named `alma_evolution`."""
     population = getattr(algo, ATTRIBUTE, None)
-    if population is not None:
+    wanted = algo._check_component(STATE_KEY, components, kwargs.get("not_components"))
+    if population is not None and wanted:
         state[STATE_KEY] = population.to_dict()
     return state
 

@@ -7,6 +7,7 @@ import torch
 from rllib_alma_mi import AlmaPPOConfig
 from rllib_alma_mi.evolution import (
     ATTRIBUTE,
+    STATE_KEY,
     EvolutionSettings,
     EvolutionState,
     crossover,
@@ -283,6 +284,8 @@ def test_training_iteration_runs_a_generation_and_checkpoints_keep_it(ray_sessio
         learner_head = head_from_state(algo.get_module(ALLOCATOR).get_state())
         assert any(_equal(h, learner_head) for h in state.population)  # injected RL head
         assert not all(_equal(a, b) for a, b in zip(initial, state.population, strict=True))
+        assert STATE_KEY not in algo.get_state(components="learner_group")
+        assert STATE_KEY not in algo.get_state(not_components=[STATE_KEY, "learner_group"])
         path = algo.save_to_path(str(tmp_path / "ckpt"))
     finally:
         algo.stop()
