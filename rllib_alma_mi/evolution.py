@@ -346,6 +346,20 @@ def play_episode(env: Any, modules: dict[str, Any], seed: int) -> float:
             return float(last["team_return"])
 
 
+def _make_env(env_name: str, env_config: dict[str, Any]) -> Any:
+    """The hierarchy env; in a Ray worker a user's env registered only in the driver is
+    found through Ray Tune's cluster-wide env registry (as RLlib's EnvRunners find it)."""
+    from rllib_alma_mi.registry import make_env, registered_envs
+
+    if env_name in registered_envs():
+        return make_env(env_name, env_config)
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    if not _global_registry.contains(ENV_CREATOR, env_name):
+        return make_env(env_name, env_config)  # raises "not registered"
+    return _global_registry.get(ENV_CREATOR, env_name)(dict(env_config))
+
+
 def evaluate_heads_locally(
     heads: list[Head],
     specs: dict[str, Any],
@@ -360,9 +374,8 @@ def evaluate_heads_locally(
     Fresh copies of the modules are built here; the heads are loaded into the allocator copy.
     """
     from rllib_alma_mi.hierarchy import ALLOCATOR
-    from rllib_alma_mi.registry import make_env
 
-    env = make_env(env_name, env_config)
+    env = _make_env(env_name, env_config)
     modules = {}
     for module_id, spec in specs.items():
         module = spec.build()
