@@ -268,7 +268,8 @@ def _check_step_dicts(where: str, actions: dict, rewards: Any, terms: Any, trunc
             _fail(f"{where}: {name}: expected an entry for every agent that acted, "
                   f"missing {missing}")
     for agent, reward in rewards.items():
-        if isinstance(reward, bool) or not isinstance(reward, int | float | np.number):
+        real = isinstance(reward, int | float | np.integer | np.floating)  # not complex
+        if isinstance(reward, bool) or not real:
             _fail(f"{where}: rewards[{agent!r}]: expected a real number, got {reward!r}")
         if not np.isfinite(reward):
             _fail(f"{where}: rewards[{agent!r}]: expected a finite number, got {reward}")

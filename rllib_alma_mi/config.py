@@ -85,10 +85,9 @@ class AlmaPPOConfig(PPOConfig):
             raise ValueError(
                 f"alma(): unknown key(s) {unknown}; allowed keys are {list(_ALMA_KEYS)}"
             )
-        for key, value in kwargs.items():
-            setattr(self, key, value)
-        self.hierarchy_settings(), self.model_settings()
-        return self
+        return self._set_validated(
+            kwargs, lambda: (self.hierarchy_settings(), self.model_settings())
+        )
 
     def mutual_info(self, **kwargs: Any) -> AlmaPPOConfig:
         """MINE settings: use_mutual_info, mi_measure, mi_embed_dim, mi_weight, mi_scheme,
@@ -99,9 +98,19 @@ class AlmaPPOConfig(PPOConfig):
             raise ValueError(
                 f"mutual_info(): unknown key(s) {unknown}; allowed keys are {list(allowed)}"
             )
+        return self._set_validated(kwargs, self.mi_settings)
+
+    def _set_validated(self, kwargs: dict[str, Any], validate) -> AlmaPPOConfig:
+        """Set `kwargs`, then validate; a rejected call leaves the config as it was."""
+        previous = {key: getattr(self, key) for key in kwargs}
         for key, value in kwargs.items():
             setattr(self, key, value)
-        self.mi_settings()
+        try:
+            validate()
+        except ValueError:
+            for key, value in previous.items():
+                setattr(self, key, value)
+            raise
         return self
 
     def evolution(self, enabled: bool = True, **kwargs: Any) -> AlmaPPOConfig:
@@ -165,7 +174,8 @@ class AlmaPPOConfig(PPOConfig):
                 model_config={**model.to_dict(), **mi_block, "mi_enabled": carries_mi},
             )
         self.multi_agent(
-            policies=set(module_ids),
+            policies=list(module_ids),  # a set would make the module order (and so the
+            # initial weights drawn from the seeded RNG) depend on PYTHONHASHSEED
             policy_mapping_fn=agent_to_module,
             policies_to_train=list(module_ids),
         )

@@ -19,30 +19,66 @@ MI_SCHEMES = (1, 2, 3)
 MI_TARGETS = ("task_mean", "entity_mean", "global_state")
 
 
+# Widths above this would exhaust memory at build time rather than train.
+MAX_WIDTH = 4096
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages (some values have none, or a huge one)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{_type_name(value)}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-        raise ValueError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+    kind = type(allowed[0])
+    # The type first: `in` on arbitrary objects (arrays, floats for ints) is not a safe test.
+    if isinstance(value, bool) != isinstance(allowed[0], bool) or not isinstance(value, kind):
+        raise ValueError(
+            f"{key}={_show(value)} is not allowed ({_type_name(value)}, expected {kind.__name__}); "
+            f"choose one of {list(allowed)}"
+        )
+    if value not in allowed:
+        raise ValueError(f"{key}={_show(value)} is not allowed; choose one of {list(allowed)}")
 
 
 def check_bool(key: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{key}={value!r} must be a bool (True or False)")
+        raise ValueError(
+            f"{key}={_show(value)} must be a bool (True or False), not {_type_name(value)}"
+        )
 
 
 def check_int(key: str, value: Any, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key}={value!r} must be an integer >= {minimum}")
+        raise ValueError(
+            f"{key}={_show(value)} must be an integer >= {minimum}, not {_type_name(value)}"
+        )
     if value < minimum or (maximum is not None and value > maximum):
         upper = f" and <= {maximum}" if maximum is not None else ""
-        raise ValueError(f"{key}={value!r} is out of range; it must be >= {minimum}{upper}")
+        raise ValueError(f"{key}={_show(value)} is out of range; it must be >= {minimum}{upper}")
 
 
 def check_float(key: str, value: Any, minimum: float, maximum: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key}={value!r} must be a number >= {minimum}")
-    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(
+            f"{key}={_show(value)} must be a number >= {minimum}, not {_type_name(value)}"
+        )
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite or value < minimum or (maximum is not None and value > maximum):
         upper = f" and <= {maximum}" if maximum is not None else ""
-        raise ValueError(f"{key}={value!r} is out of range; it must be finite, >= {minimum}{upper}")
+        raise ValueError(
+            f"{key}={_show(value)} is out of range; it must be finite, >= {minimum}{upper}"
+        )
 
 
 class _Settings:
@@ -54,7 +90,7 @@ class _Settings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
-        unknown = sorted(set(values) - set(cls.keys()))
+        unknown = sorted(set(values) - set(cls.keys()), key=str)
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; allowed keys are {list(cls.keys())}")
         return cls(**values)
@@ -101,8 +137,8 @@ class ModelSettings(_Settings):
     agent_attention: bool = True
 
     def __post_init__(self) -> None:
-        check_int("embed_dim", self.embed_dim, 1)
-        check_int("n_heads", self.n_heads, 1)
+        check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)
+        check_int("n_heads", self.n_heads, 1, MAX_WIDTH)
         if self.embed_dim % self.n_heads:
             raise ValueError(
                 f"embed_dim={self.embed_dim} must be divisible by n_heads={self.n_heads}; "
@@ -134,7 +170,7 @@ class MutualInfoSettings(_Settings):
     def __post_init__(self) -> None:
         check_bool("use_mutual_info", self.use_mutual_info)
         check_choice("mi_measure", self.mi_measure, MI_MEASURES)
-        check_int("mi_embed_dim", self.mi_embed_dim, 1)
+        check_int("mi_embed_dim", self.mi_embed_dim, 1, MAX_WIDTH)
         check_float("mi_weight", self.mi_weight, 0.0)
         check_choice("mi_scheme", self.mi_scheme, MI_SCHEMES)
         check_choice("mi_target", self.mi_target, MI_TARGETS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -10,12 +11,23 @@ from ray.rllib.core.columns import Columns
 
 from rllib_alma_mi.rllib.minibatches import ProportionalMiniBatchIterator
 
+logger = logging.getLogger(__name__)
+
+NUM_NONFINITE_UPDATES = "num_nonfinite_updates"
+
 
 class AlmaPPOLearner(PPOTorchLearner):
     """`PPOTorchLearner` plus the MI term of the module that carries it.
 
     Logs `mi_loss` and `mi_value` under `result["learners"][module_id]`. Minibatches give the
     allocator and the workers the same number of epochs (see `ProportionalMiniBatchIterator`).
+
+    Non-finite updates are skipped per module: when a module's loss or any of its gradients is
+    NaN/inf on a minibatch, that module's parameters and optimizer state are left untouched for
+    that minibatch (the other module still updates) and
+    `result["learners"][module_id]["num_nonfinite_updates"]` (a lifetime count) goes up by one.
+    RLlib's own handling would not do this: by default it zeroes NaN gradients and turns inf
+    into huge values before stepping, and with `torch_skip_nan_gradients=True` it steps on them.
     """
 
     def build(self) -> None:
@@ -34,10 +46,44 @@ class AlmaPPOLearner(PPOTorchLearner):
         mi_head = getattr(self.module[module_id].unwrapped(), "mi", None)
         if mi_head is None or "mi_x" not in fwd_out:
             return loss
+        if not (torch.isfinite(fwd_out["mi_x"]).all() and torch.isfinite(fwd_out["mi_y"]).all()):
+            # MINE rejects non-finite inputs; a NaN loss makes the update skipped and counted.
+            nan = loss.new_tensor(float("nan"))
+            self.metrics.log_value((module_id, "mi_loss"), nan, window=1)
+            self.metrics.log_value((module_id, "mi_value"), nan, window=1)
+            return loss + nan
         mi_loss, mi_value = mi_head.loss(fwd_out, batch.get(Columns.LOSS_MASK))
         self.metrics.log_value((module_id, "mi_loss"), mi_loss.detach(), window=1)
         self.metrics.log_value((module_id, "mi_value"), mi_value.detach(), window=1)
         return loss + config.mi_weight * mi_loss
+
+    def compute_gradients(self, loss_per_module: dict[str, Any], **kwargs) -> dict[Any, Any]:
+        """Gradients of every module whose loss and gradients are finite; the others are dropped
+        (their `.grad` is cleared, so the optimizer step leaves them and their state alone)."""
+        grads = super().compute_gradients(loss_per_module, **kwargs)
+        for module_id, loss in loss_per_module.items():
+            module_grads = {}
+            for _, optimizer in self.get_optimizers_for_module(module_id):
+                module_grads.update(self.filter_param_dict_for_optimizer(grads, optimizer))
+            finite = bool(torch.isfinite(loss).all()) and all(
+                bool(torch.isfinite(g).all()) for g in module_grads.values()
+            )
+            self.metrics.log_value(
+                (module_id, NUM_NONFINITE_UPDATES), int(not finite), reduce="lifetime_sum"
+            )
+            if finite:
+                continue
+            for ref in module_grads:
+                del grads[ref]
+                self._params[ref].grad = None
+            what = "loss" if not torch.isfinite(loss).all() else "gradients"
+            logger.warning(
+                "module %r: non-finite %s (loss %s); this update of the module is skipped and "
+                "counted in num_nonfinite_updates. If it repeats, lower lr or mi_weight, or set "
+                "grad_clip.",
+                module_id, what, float(loss.detach()),
+            )
+        return grads
 
     def _create_iterator_if_necessary(
         self,
