@@ -68,6 +68,7 @@ def test_no_mi_stats_when_mi_is_off():
         {"mi_scheme": 2, "mi_target": "entity_mean"},
         {"mi_scheme": 3, "mi_target": "global_state", "mi_measure": "KL"},
         {"mi_scheme": 1, "mi_target": "global_state", "mi_measure": "GAN"},
+        {"mi_scheme": 1, "mi_target": "task_mean"},
     ],
 )
 def test_every_scheme_trains_and_logs_on_its_module(mi):

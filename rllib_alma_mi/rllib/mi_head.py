@@ -72,7 +72,23 @@ class MIHead(nn.Module):
         return self._finish(x, y, mask)
 
     def inputs_from_worker(self, hidden: torch.Tensor, obs: dict[str, torch.Tensor]):
-        y = self.state_encoder(self._state(obs))
+        """Scheme 1: the summary comes from the centralized `state`, embedded per entity by the
+        state encoder: `global_state` = its pooled output, `entity_mean` = the mean over live
+        entities, `task_mean` = the mean over live tasks of each task's mean entity embedding."""
+        state = self._state(obs)
+        if self.target == "global_state":
+            y = self.state_encoder(state)
+        else:
+            live = state["entity_mask"] > 0
+            per_entity = self.state_encoder.phi(state["entities"].masked_fill(~live[..., None], 0))
+            if self.target == "entity_mean":
+                y = entity_mean(per_entity, live)
+            else:
+                member = (state["entity2task"] > 0) & live[..., None]  # (B, E, T)
+                member = member.to(per_entity.dtype)
+                tasks = torch.einsum("bet,bed->btd", member, per_entity)
+                tasks = tasks / member.sum(1).clamp(min=1.0)[..., None]
+                y = task_mean(tasks, state["task_mask"])
         mask = torch.ones(hidden.shape[0], dtype=torch.bool, device=hidden.device)
         return self._finish(hidden, y, mask)
 
