@@ -132,7 +132,7 @@ class HierarchySettings(_Settings):
 class ModelSettings(_Settings):
     """Widths of the entity-attention networks shared by both modules."""
 
-    embed_dim: int = 128
+    embed_dim: int = 64
     n_heads: int = 4
     agent_attention: bool = True
 
