@@ -51,7 +51,7 @@ def train(method: str, seed: int, budget: int, scenario: str, out: Path) -> Path
         while steps < budget:
             result = algo.train()
             iteration += 1
-            runners = result["env_runners"]
+            runners = result.get("env_runners", {})  # empty when a sample timed out
             steps = runners.get("num_base_env_steps_lifetime", 0)
             writer.writerow(
                 [
