@@ -22,6 +22,39 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+
+def binary_box(shape: tuple[int, ...]) -> spaces.Box:
+    """A 0/1 int8 mask space."""
+    return spaces.Box(0, 1, shape=shape, dtype=np.int8)
+
+
+def contract_spaces(
+    n_entities: int,
+    n_features: int,
+    n_tasks: int,
+    n_actions: int,
+    feature_low: float = -np.inf,
+    feature_high: float = np.inf,
+) -> tuple[spaces.Dict, spaces.Dict]:
+    """(observation space, state space) of the entity-task contract for these sizes."""
+    state = {
+        "entities": spaces.Box(
+            feature_low, feature_high, shape=(n_entities, n_features), dtype=np.float32
+        ),
+        "entity_mask": binary_box((n_entities,)),
+        "entity2task": binary_box((n_entities, n_tasks)),
+        "task_mask": binary_box((n_tasks,)),
+    }
+    observation = spaces.Dict(
+        {
+            **state,
+            "obs_mask": binary_box((n_entities,)),
+            "agent_index": spaces.Box(0, n_entities - 1, shape=(), dtype=np.int64),
+            "action_mask": binary_box((n_actions,)),
+        }
+    )
+    return observation, spaces.Dict(state)
+
 __all__ = ["ContractError", "OBS_KEYS", "STATE_KEYS", "check_env"]
 
 OBS_KEYS = (

@@ -63,6 +63,8 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from envs.contract import contract_spaces
+
 __all__ = [
     "ACTION_NAMES",
     "AGENT_TYPES",
@@ -249,8 +251,6 @@ def _sight_table(sight_range: int) -> np.ndarray:
     return table
 
 
-def _binary_box(shape: tuple[int, ...]) -> spaces.Box:
-    return spaces.Box(0, 1, shape=shape, dtype=np.int8)
 
 
 def parallel_env(**kwargs: Any) -> SaveTheCityEnv:
@@ -369,24 +369,11 @@ class SaveTheCityEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ spaces
     def _build_spaces(self) -> None:
-        n_e, n_t = self.n_entities, self.n_tasks
-        common = {
-            "entities": spaces.Box(0.0, 1.0, shape=(n_e, N_FEATURES), dtype=np.float32),
-            "entity_mask": _binary_box((n_e,)),
-            "entity2task": _binary_box((n_e, n_t)),
-            "task_mask": _binary_box((n_t,)),
-        }
-        self.observation_spaces = {
-            agent: spaces.Dict({
-                **common,
-                "obs_mask": _binary_box((n_e,)),
-                "agent_index": spaces.Box(0, n_e - 1, shape=(), dtype=np.int64),
-                "action_mask": _binary_box((N_ACTIONS,)),
-            })
-            for agent in self.possible_agents
-        }
+        observation, self.state_space = contract_spaces(
+            self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS, 0.0, 1.0
+        )
+        self.observation_spaces = {agent: observation for agent in self.possible_agents}
         self.action_spaces = {agent: spaces.Discrete(N_ACTIONS) for agent in self.possible_agents}
-        self.state_space = spaces.Dict(dict(common))
 
     def observation_space(self, agent: str) -> spaces.Dict:
         return self.observation_spaces[agent]
