@@ -8,12 +8,33 @@ from typing import Any
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
+from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from rllib_alma_mi.rllib.minibatches import ProportionalMiniBatchIterator
 
 logger = logging.getLogger(__name__)
 
 NUM_NONFINITE_UPDATES = "num_nonfinite_updates"
+
+
+def _renormalized_advantages(batch: dict[str, Any]) -> dict[str, Any]:
+    """Advantages standardised over the minibatch's real (loss-mask) rows only.
+
+    RLlib standardises advantages over every row, including the artificial last step PPO adds
+    to each episode chunk. The allocator's chunks hold only a few decisions, so those rows are
+    a large share of its batch and the real rows' advantages were left with a large non-zero
+    mean, which shifts every decision's advantage the same way.
+    """
+    if Columns.LOSS_MASK not in batch or Postprocessing.ADVANTAGES not in batch:
+        return batch
+    mask = batch[Columns.LOSS_MASK].bool()
+    if int(mask.sum()) < 2:
+        return batch
+    adv = batch[Postprocessing.ADVANTAGES]
+    real = adv[mask]
+    batch = dict(batch)
+    batch[Postprocessing.ADVANTAGES] = (adv - real.mean()) / real.std().clamp(min=1e-4)
+    return batch
 
 
 class AlmaPPOLearner(PPOTorchLearner):
@@ -40,6 +61,7 @@ class AlmaPPOLearner(PPOTorchLearner):
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
+        batch = _renormalized_advantages(batch)
         loss = super().compute_loss_for_module(
             module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
         )
