@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench learning lint clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The quick benchmarks (about 10 minutes); `make learning` runs the learning table (hours).
+BENCHES := env_throughput mine_speed mine_gaussian train_throughput
+
 bench: setup
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
+
+learning: setup
+	$(PY) benchmarks/learning.py --methods alma_mi alma heuristic flat --budget 300000
 
 lint: setup
 	$(VENV)/bin/ruff check .
