@@ -16,7 +16,7 @@ from rllib_alma_mi.evolution import (
     evolution_state,
     restore_evolution_state,
 )
-from rllib_alma_mi.hierarchy import ALLOCATOR
+from rllib_alma_mi.hierarchy import ALLOCATOR, HierarchicalEnv
 from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
 from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback
@@ -148,7 +148,10 @@ class AlmaPPOConfig(PPOConfig):
 
         wire_old_stack(self)
 
-    def _wire_hierarchy(self) -> None:
+    def prepare_hierarchy(self) -> tuple[HierarchicalEnv, dict[str, dict[str, Any]]]:
+        """Validates the blocks, writes the hierarchy block into `env_config`, and returns a
+        probe env (for the spaces) and each module's model settings, the same on both API
+        stacks: `{module_id: {model settings, mi settings, "mi_enabled": bool}}`."""
         hierarchy, model, mi = self.hierarchy_settings(), self.model_settings(), self.mi_settings()
         check_combination(hierarchy, mi)
         if not isinstance(self.env, str):
@@ -160,18 +163,28 @@ class AlmaPPOConfig(PPOConfig):
         env_kwargs = {k: v for k, v in (self.env_config or {}).items() if k != HIERARCHY_KEY}
         self.env_config = {**env_kwargs, HIERARCHY_KEY: hierarchy.to_dict()}
         probe = make_env(self.env, self.env_config)
-        worker_id = probe.workers[0]
         module_ids = [WORKER] + ([ALLOCATOR] if probe.learned else [])
-        mi_block = {**mi.to_dict(), "mi_enabled": False}
+        settings = {
+            module_id: {
+                **model.to_dict(),
+                **mi.to_dict(),
+                "mi_enabled": mi.use_mutual_info and mi.module_id == module_id,
+            }
+            for module_id in module_ids
+        }
+        return probe, settings
+
+    def _wire_hierarchy(self) -> None:
+        probe, settings = self.prepare_hierarchy()
+        module_ids = list(settings)
         specs = {}
-        for module_id in module_ids:
-            agent = ALLOCATOR if module_id == ALLOCATOR else worker_id
-            carries_mi = mi.use_mutual_info and mi.module_id == module_id
+        for module_id, model_config in settings.items():
+            agent = ALLOCATOR if module_id == ALLOCATOR else probe.workers[0]
             specs[module_id] = RLModuleSpec(
                 module_class=AllocatorModule if module_id == ALLOCATOR else WorkerModule,
                 observation_space=probe.observation_spaces[agent],
                 action_space=probe.action_spaces[agent],
-                model_config={**model.to_dict(), **mi_block, "mi_enabled": carries_mi},
+                model_config=model_config,
             )
         self.multi_agent(
             policies=list(module_ids),  # a set would make the module order (and so the

@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from envs.contract import binary_box
 from rllib_alma_mi.settings import HierarchySettings
 
 ALLOCATOR = "allocator"
@@ -22,10 +23,6 @@ STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")
 EPISODE_STATS = ("solved", "tasks_completed_frac", "tasks_burned_frac")
 # Added by the hierarchy at the last step: the team's return (comparable across methods, unlike
 # RLlib's episode return, which sums every agent's reward) and the wrapped env's step count.
-
-
-def _binary_box(shape: tuple[int, ...]) -> gym.spaces.Box:
-    return gym.spaces.Box(0, 1, shape=shape, dtype=np.int8)
 
 
 class HierarchicalEnv(MultiAgentEnv):
@@ -90,8 +87,8 @@ class HierarchicalEnv(MultiAgentEnv):
         spaces = {
             k: s[k] for k in ("entities", "entity_mask", "obs_mask", "entity2task", "task_mask")
         }
-        spaces["agent_mask"] = _binary_box((self.n_slots,))
-        spaces["agent_obs_mask"] = _binary_box((self.n_slots, self.n_entities))
+        spaces["agent_mask"] = binary_box((self.n_slots,))
+        spaces["agent_obs_mask"] = binary_box((self.n_slots, self.n_entities))
         if self.settings.include_state:
             spaces["state"] = self._state_space()
         return gym.spaces.Dict(spaces)
