@@ -67,8 +67,13 @@ class AlmaPPOConfig(PPOConfig):
             grad_clip=10.0,
             grad_clip_by="global_norm",
         )
+        # PPO samples and updates in turn: two env runners at half a CPU each fill both cores
+        # while sampling, and the local learner takes the same cores while it updates.
         self.env_runners(
-            num_env_runners=1, num_envs_per_env_runner=8, rollout_fragment_length="auto"
+            num_env_runners=2,
+            num_envs_per_env_runner=4,
+            num_cpus_per_env_runner=0.5,
+            rollout_fragment_length="auto",
         )
         # RLlib's env check steps one action sampled from the unmasked action space, which a
         # masked allocation can violate; the contract check of the base env runs instead.

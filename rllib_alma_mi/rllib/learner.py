@@ -37,6 +37,23 @@ def _renormalized_advantages(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
+def learner_threads(config: Any) -> int:
+    """Torch threads for a learner: the CPUs it may use while it updates.
+
+    A remote learner owns ``num_cpus_per_learner``. The local learner (``num_learners=0``)
+    runs in the algorithm's process between two sampling rounds, so while it updates the env
+    runners' CPUs are idle and it may use those as well. Using more threads than that made
+    updates several times slower (OpenMP threads competing with running env runners).
+    """
+    if config.num_learners > 0:
+        cpus = config.num_cpus_per_learner
+        return max(1, int(cpus)) if isinstance(cpus, int | float) else 1
+    cpus = config.num_cpus_for_main_process + (
+        config.num_env_runners * config.num_cpus_per_env_runner
+    )
+    return max(1, int(cpus))
+
+
 class AlmaPPOLearner(PPOTorchLearner):
     """`PPOTorchLearner` plus the MI term of the module that carries it.
 
@@ -52,10 +69,7 @@ class AlmaPPOLearner(PPOTorchLearner):
     """
 
     def build(self) -> None:
-        # One torch thread per learner CPU: on small machines the env runners use the other
-        # cores, and OpenMP threads competing with them made updates several times slower.
-        cpus = self.config.num_cpus_per_learner
-        torch.set_num_threads(int(cpus) if isinstance(cpus, (int, float)) and cpus >= 1 else 1)
+        torch.set_num_threads(learner_threads(self.config))
         super().build()
 
     def compute_loss_for_module(
