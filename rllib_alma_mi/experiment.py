@@ -2,14 +2,16 @@
 
 An experiment file has these top-level keys, all optional. A missing section or key takes the
 library's default (the environment's own defaults, `AlmaPPOConfig()`'s settings), a missing
-`stop` is 100 iterations; `DEFAULT_EXPERIMENT` is the embedded default file, the same as
-`examples/configs/save_the_city.yaml`:
+`stop` is 100 iterations and a missing `evolution` leaves the ALMA-EA population off
+(`evolution: {}` turns it on with `EvolutionSettings`' defaults). `DEFAULT_EXPERIMENT` is the
+embedded default file, the same as `examples/configs/save_the_city.yaml`:
 
     name: save_the_city          # run name (default: the file's stem)
     env: save_the_city           # a registered environment (save_the_city, mpe_spread, ...)
     env_config: {...}            # keyword arguments of that environment
     alma: {...}                  # AlmaPPOConfig.alma(): allocation, alloc_interval, ...
     mutual_info: {...}           # AlmaPPOConfig.mutual_info(): use_mutual_info, mi_weight, ...
+    evolution: {...}             # AlmaPPOConfig.evolution(): population_size, ... (off if left out)
     training: {...}              # PPOConfig.training(): lr, gamma, lambda_, num_epochs, ...
     env_runners: {...}           # AlgorithmConfig.env_runners(): num_env_runners, ...
     stop: {iterations: 60}       # and/or timesteps (the wrapped env's steps), time_s
@@ -82,31 +84,50 @@ SECTIONS = (
     "env_config",
     "alma",
     "mutual_info",
+    "evolution",
     "training",
     "env_runners",
     "stop",
     "checkpoint_every",
     "seed",
 )
-_DICT_SECTIONS = ("env_config", "alma", "mutual_info", "training", "env_runners", "stop")
+_DICT_SECTIONS = (
+    "env_config", "alma", "mutual_info", "evolution", "training", "env_runners", "stop"
+)
+# Sections whose absence means "off" rather than "the library's defaults".
+_OPTIONAL_SECTIONS = ("evolution",)
 ALMA_KEYS = (
     tuple(k for k in HierarchySettings.keys() if k != "include_state") + ModelSettings.keys()
 )
 MI_KEYS = MutualInfoSettings.keys()
-# Sections whose keys a sweep may vary (`--grid key=v1,v2`), in lookup order for bare keys.
-GRID_SECTIONS = ("mutual_info", "alma", "training", "env_config")
+# Sections whose keys a sweep may vary (`--grid key=v1,v2`), in lookup order for bare keys
+# (env_config and evolution keys are always written section.key).
+GRID_SECTIONS = ("mutual_info", "alma", "training", "env_config", "evolution")
 # What a file leaves out: sections left empty take the library's defaults (AlmaPPOConfig).
 BASE_DEFAULTS: dict[str, Any] = {
     "env": "save_the_city",
     "env_config": {},
     "alma": {},
     "mutual_info": {},
+    "evolution": None,  # off
     "training": {},
     "env_runners": {},
     "stop": {"iterations": 100},
     "checkpoint_every": 10,
     "seed": 0,
 }
+
+
+def evolution_settings() -> type:
+    """`EvolutionSettings`, imported on first use (`rllib_alma_mi.evolution` imports torch)."""
+    from rllib_alma_mi.evolution import EvolutionSettings
+
+    return EvolutionSettings
+
+
+def evolution_keys() -> tuple[str, ...]:
+    """The keys of the `evolution` section: those of `EvolutionSettings`."""
+    return evolution_settings().keys()
 
 
 class ConfigError(ValueError):
@@ -302,6 +323,7 @@ class ExperimentSpec:
     env_config: dict[str, Any] = field(default_factory=dict)
     alma: dict[str, Any] = field(default_factory=dict)
     mutual_info: dict[str, Any] = field(default_factory=dict)
+    evolution: dict[str, Any] | None = None  # None: no ALMA-EA population
     training: dict[str, Any] = field(default_factory=dict)
     env_runners: dict[str, Any] = field(default_factory=dict)
     stop: dict[str, Any] = field(default_factory=dict)
@@ -309,7 +331,13 @@ class ExperimentSpec:
     seed: int | None = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: copy.deepcopy(getattr(self, k)) for k in SECTIONS}
+        """The sections as an experiment file would hold them (an optional section that is
+        off, such as a missing `evolution`, is left out)."""
+        return {
+            k: copy.deepcopy(getattr(self, k))
+            for k in SECTIONS
+            if not (k in _OPTIONAL_SECTIONS and getattr(self, k) is None)
+        }
 
 
 def _with_defaults(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -357,8 +385,9 @@ def validate(raw: Mapping[str, Any], source: str, name: str = "experiment") -> E
 
 
 def _check_settings(source: str, merged: dict[str, Any]) -> None:
-    for section, keys in (("alma", ALMA_KEYS), ("mutual_info", MI_KEYS)):
-        for key in merged[section]:
+    for section, keys in (("alma", ALMA_KEYS), ("mutual_info", MI_KEYS),
+                          ("evolution", evolution_keys())):
+        for key in merged[section] or {}:
             if key not in keys:
                 raise ConfigError(
                     f"{source}: {section}.{key}: unknown key;{suggest(key, keys)} "
@@ -379,6 +408,18 @@ def _check_settings(source: str, merged: dict[str, Any]) -> None:
         check_combination(hierarchy, mi)
     except ValueError as exc:
         raise ConfigError(f"{source}: alma/mutual_info: {exc}") from None
+    if merged["evolution"] is None:
+        return
+    try:
+        evolution_settings()(**merged["evolution"])
+    except ValueError as exc:
+        raise ConfigError(f"{source}: evolution: {exc}") from None
+    if hierarchy.allocation != "learned":
+        raise ConfigError(
+            f"{source}: alma/evolution: the population evolves the learned allocator's head, "
+            f"so it needs alma.allocation 'learned', got {hierarchy.allocation!r}; set "
+            "allocation: learned or drop the evolution section"
+        )
 
 
 def _env_parameters(env: str) -> list[str] | None:
@@ -511,10 +552,14 @@ def resolve_grid_key(key: str, flag: str = "--grid") -> tuple[str, str]:
     found = [s for s, keys in candidates.items() if key in keys]
     if len(found) == 1:
         return found[0], "lambda_" if key == "lambda" else key
+    if key in evolution_keys():
+        raise ConfigError(f"{flag} {key}: write evolution.{key} (evolution keys take their "
+                          "section, as sweeping one turns the population on)")
     every = [k for keys in candidates.values() for k in keys]
     raise ConfigError(
         f"{flag} {key}: unknown key;{suggest(key, every)} write section.key for env_config "
-        f"keys (e.g. env_config.sight_range); sweepable sections: {', '.join(GRID_SECTIONS)}"
+        f"and evolution keys (e.g. env_config.sight_range); sweepable sections: "
+        f"{', '.join(GRID_SECTIONS)}"
     )
 
 
@@ -551,6 +596,8 @@ def build_config(spec: ExperimentSpec):
         .env_runners(**spec.env_runners)
         .debugging(seed=spec.seed)
     )
+    if spec.evolution is not None:
+        config.evolution(**spec.evolution)
     return config
 
 
@@ -558,6 +605,8 @@ def config_key(section: str, key: str) -> tuple[str, ...]:
     """Where a setting lives in `AlgorithmConfig.to_dict()` (the Tune param space)."""
     if section == "env_config":
         return ("env_config", key)
+    if section == "evolution":
+        return ("evolution_config", key)
     return ("lambda",) if key == "lambda_" else (key,)
 
 
@@ -571,6 +620,10 @@ def param_space(
 
     space = build_config(spec).to_dict()
     for (section, key), values in (grid or {}).items():
+        if section == "evolution" and space.get("evolution_config") is None:
+            # Sweeping an evolution key turns the population on (as `--set` does), with
+            # the defaults for the other keys.
+            space["evolution_config"] = evolution_settings()().to_dict()
         path = config_key(section, key)
         target = space
         for part in path[:-1]:
@@ -587,6 +640,7 @@ def setting_names() -> list[tuple[str, ...]]:
     """Config-dict paths that identify a configuration (used to group trials over seeds)."""
     names = [("env",)] + [(k,) for k in ALMA_KEYS + MI_KEYS]
     names += [config_key("training", k) for k in TRAINING_RULES]
+    names += [config_key("evolution", k) for k in evolution_keys()]
     return names
 
 

@@ -6,15 +6,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rllib_alma_mi.evolution import EvolutionSettings
 from rllib_alma_mi.experiment import (
     DEFAULT_EXPERIMENT,
     BudgetStopper,
     ConfigError,
     apply_set,
+    build_config,
     load_experiment,
     param_space,
     parse_grid,
     parse_value,
+    setting_names,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -162,7 +165,8 @@ def test_set_overrides_are_validated_and_named(tmp_path):
 def test_example_configs_are_valid_and_the_default_is_the_embedded_one():
     files = sorted(CONFIGS.glob("*.yaml"))
     names = {f.stem for f in files}
-    assert {"save_the_city", "with_mi", "without_mi", "heuristic", "flat", "mpe_spread"} <= names
+    assert {"save_the_city", "with_mi", "without_mi", "heuristic", "flat", "mpe_spread",
+            "evolution"} <= names
     for path in files:
         load_experiment(path)
     assert load_experiment(CONFIGS / "save_the_city.yaml").to_dict() == load_experiment(
@@ -171,6 +175,10 @@ def test_example_configs_are_valid_and_the_default_is_the_embedded_one():
     assert load_experiment(None).to_dict() == {**DEFAULT_EXPERIMENT}
     flat = load_experiment(CONFIGS / "flat.yaml")
     assert flat.alma["allocation"] == "none" and not flat.mutual_info["use_mutual_info"]
+    # evolution.yaml is with_mi.yaml plus an evolution section holding the library's defaults
+    evolution = load_experiment(CONFIGS / "evolution.yaml").to_dict()
+    assert evolution.pop("evolution") == EvolutionSettings().to_dict()
+    assert {**evolution, "name": "with_mi"} == load_experiment(CONFIGS / "with_mi.yaml").to_dict()
 
 
 def test_grid_keys_values_and_param_space(tmp_path):
@@ -214,3 +222,78 @@ def test_set_order_does_not_matter_and_combination_errors_name_all_sets(tmp_path
         load_experiment(path, ["alma.allocation=heuristic"])
     with pytest.raises(ConfigError, match=r"with --set alma.embed_dim=20 --set alma.n_heads=8"):
         load_experiment(path, ["alma.embed_dim=20", "alma.n_heads=8"])
+
+
+def test_evolution_section_reaches_the_config(tmp_path):
+    spec = load_experiment(write(tmp_path, with_section("evolution", population_size=4,
+                                                        mutation_std=0.2)))
+    assert spec.evolution == {"population_size": 4, "mutation_std": 0.2}
+    expected = EvolutionSettings(population_size=4, mutation_std=0.2).to_dict()
+    assert build_config(spec).evolution_config == expected
+    assert spec.to_dict()["evolution"] == {"population_size": 4, "mutation_std": 0.2}
+    off = load_experiment(write(tmp_path, TINY))  # no section: no population
+    assert off.evolution is None and "evolution" not in off.to_dict()
+    assert build_config(off).evolution_config is None
+    everything = load_experiment(write(tmp_path, dict(TINY, evolution={})))
+    assert build_config(everything).evolution_config == EvolutionSettings().to_dict()
+    empty = load_experiment(write(tmp_path, yaml.safe_dump(TINY) + "evolution:\n"))
+    assert empty.evolution is None  # an empty section counts as left out
+
+
+def test_evolution_typo_names_the_key_and_suggests(tmp_path):
+    message = error_of(tmp_path, with_section("evolution", populaton_size=4))
+    assert "exp.yaml" in message
+    assert "evolution.populaton_size: unknown key" in message
+    assert "did you mean 'population_size'?" in message
+    assert "tournament_size" in message and "inject_rl_every" in message  # allowed keys
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"population_size": 1}, "evolution: population_size=1 is out of range"),
+        ({"mutation_prob": "high"}, "evolution: mutation_prob='high' must be a number"),
+        ({"episodes_per_eval": 2.5}, "evolution: episodes_per_eval=2.5 must be an integer"),
+        ({"population_size": 4, "tournament_size": 5}, "tournament_size=5 is out of range"),
+        ({"super_mutation_prob": 0.6, "reset_prob": 0.6}, "the sum must be <= 1"),
+    ],
+)
+def test_evolution_bad_values(tmp_path, values, expected):
+    message = error_of(tmp_path, with_section("evolution", **values))
+    assert message.startswith(f"{tmp_path / 'exp.yaml'}: evolution: ")
+    assert expected in message
+
+
+def test_evolution_section_must_be_a_mapping_and_needs_the_learned_allocator(tmp_path):
+    assert "evolution: must be a mapping" in error_of(tmp_path, dict(TINY, evolution=5))
+    data = with_section("evolution", population_size=4)
+    data["alma"] = {**data["alma"], "allocation": "heuristic"}
+    data["mutual_info"] = {**data["mutual_info"], "use_mutual_info": False}
+    message = error_of(tmp_path, data)
+    assert "alma/evolution:" in message and "allocation 'learned'" in message
+
+
+def test_set_and_grid_over_evolution_keys(tmp_path):
+    path = write(tmp_path, TINY)
+    spec = load_experiment(path, ["evolution.population_size=3", "evolution.tournament_size=2"])
+    assert spec.evolution == {"population_size": 3, "tournament_size": 2}
+    assert build_config(spec).evolution_config["population_size"] == 3
+    with pytest.raises(ConfigError, match=r"^--set evolution.population_size=1: evolution: "
+                                          r"population_size=1 is out of range"):
+        load_experiment(path, ["evolution.population_size=1"])
+    with pytest.raises(ConfigError, match="did you mean 'mutation_std'"):
+        load_experiment(path, ["evolution.mutation_sdt=0.1"])
+    on = write(tmp_path, with_section("evolution", population_size=4), "on.yaml")
+    assert load_experiment(on, ["evolution=null"]).evolution is None
+
+    off = load_experiment(path)
+    grid = parse_grid(off.to_dict(), ["evolution.population_size=4,6"])
+    assert grid == {("evolution", "population_size"): [4, 6]}
+    space = param_space(off, grid, seeds=[0])
+    assert space["evolution_config"] == {**EvolutionSettings().to_dict(),
+                                         "population_size": {"grid_search": [4, 6]}}
+    assert ("evolution_config", "population_size") in setting_names()
+    with pytest.raises(ConfigError, match=r"--grid evolution.population_size=4,1 \(value 1\)"):
+        parse_grid(off.to_dict(), ["evolution.population_size=4,1"])
+    with pytest.raises(ConfigError, match="write evolution.population_size"):
+        parse_grid(off.to_dict(), ["population_size=4"])
