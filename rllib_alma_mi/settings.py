@@ -130,11 +130,12 @@ class HierarchySettings(_Settings):
 
 @dataclass(frozen=True)
 class ModelSettings(_Settings):
-    """Widths of the entity-attention networks shared by both modules."""
+    """Sizes of the entity-attention networks, and the worker's relative-feature scale."""
 
     embed_dim: int = 64
     n_heads: int = 4
     agent_attention: bool = True
+    relative_scale: float = 15.0  # worker: weight of (entity - own) features, see WorkerNet
 
     def __post_init__(self) -> None:
         check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)
@@ -145,6 +146,7 @@ class ModelSettings(_Settings):
                 "pick an embed_dim that is a multiple of n_heads"
             )
         check_bool("agent_attention", self.agent_attention)
+        check_float("relative_scale", self.relative_scale, 0.0)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,13 @@ class WorkerModule(TorchRLModule, ValueFunctionAPI):
         _, n_features = space["entities"].shape
         n_actions = space["action_mask"].shape[0]
         embed_dim = cfg.get("embed_dim", 128)
-        n_heads = cfg.get("n_heads", 4)
-        self.pi_net = WorkerNet(n_features, n_actions, embed_dim=embed_dim, n_heads=n_heads)
-        self.vf_net = WorkerNet(n_features, n_actions, embed_dim=embed_dim, n_heads=n_heads)
+        sizes = {
+            "embed_dim": embed_dim,
+            "n_heads": cfg.get("n_heads", 4),
+            "relative_scale": cfg.get("relative_scale", 15.0),
+        }
+        self.pi_net = WorkerNet(n_features, n_actions, **sizes)
+        self.vf_net = WorkerNet(n_features, n_actions, **sizes)
         self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=n_features)
         if self.mi is not None and "state" not in space.spaces:
             raise ValueError(
