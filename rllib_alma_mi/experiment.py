@@ -263,7 +263,7 @@ TRAINING_RULES: dict[str, Rule] = {
     "num_epochs": _COUNT,
     "shuffle_batch_per_epoch": _BOOL,
     "clip_param": _POS,
-    "vf_clip_param": _POS,
+    "vf_clip_param": Rule("float", 0.0, open_low=True, also=(math.inf,)),  # inf: no clipping
     "vf_loss_coeff": _NONNEG,
     "entropy_coeff": _NONNEG,
     "use_kl_loss": _BOOL,

@@ -135,7 +135,7 @@ class ModelSettings(_Settings):
     embed_dim: int = 64
     n_heads: int = 4
     agent_attention: bool = True
-    relative_scale: float = 15.0  # worker: weight of (entity - own) features, see WorkerNet
+    relative_scale: float = 15.0  # weight of entity-minus-agent features (WorkerNet, AllocatorNet)
 
     def __post_init__(self) -> None:
         check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)

@@ -194,3 +194,27 @@ def test_without_agent_attention_needs_no_agent_obs_mask():
     del obs["agent_obs_mask"]
     alloc, log_prob, _, _ = net.sample(obs)
     torch.testing.assert_close(net.log_prob(obs, alloc)[0], log_prob)
+
+
+def test_agent_task_relation_reads_only_differences_of_visible_task_entities(net):
+    obs = make_obs()
+    enc = net.encode(obs)
+    assert enc.relation.shape == (B, N, T, D)
+    shifted = dict(obs, entities=obs["entities"] + 0.5)  # every entity moved alike
+    torch.testing.assert_close(net.encode(shifted).relation, enc.relation)
+    # An invisible entity's features do not reach the relation.
+    hidden = dict(obs, entity_mask=obs["entity_mask"].clone())
+    hidden["entity_mask"][:, -1] = 0
+    base = net.encode(hidden).relation
+    moved = dict(hidden, entities=hidden["entities"].clone())
+    moved["entities"][:, -1] += 3.0
+    torch.testing.assert_close(net.encode(moved).relation, base)
+    # A visible task entity moving does change its task's relation to the agents.
+    visible = dict(obs, entity_mask=torch.ones(B, E, dtype=torch.int8))
+    before = net.encode(visible).relation
+    nudged = dict(visible, entities=visible["entities"].clone())
+    nudged["entities"][:, -1, 0] += 1.0 / 15
+    owner = visible["entity2task"][:, -1].argmax(-1)
+    after = net.encode(nudged).relation
+    rows = torch.arange(B)
+    assert not torch.allclose(after[rows, :, owner], before[rows, :, owner])

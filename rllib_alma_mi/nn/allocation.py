@@ -26,6 +26,7 @@ class AllocEncoding(NamedTuple):
     agent_emb: torch.Tensor  # (B, N, D)
     task_emb: torch.Tensor  # (B, T, D)
     summary: torch.Tensor  # (B, D)
+    relation: torch.Tensor  # (B, N, T, D): agent-task relation from their feature differences
 
 
 class AllocatorNet(nn.Module):
@@ -39,6 +40,10 @@ class AllocatorNet(nn.Module):
     the agents 0..i-1 already placed on it (a sum of their messages plus an embedding of their
     number). Only live tasks may be chosen; a dead agent, or any agent of a sample without a
     live task, gets a row that allows only task 0 (log-prob 0, entropy 0).
+
+    The pointer also reads a relation per (agent, task): an MLP of relative_scale * (entity -
+    agent) features averaged over the task's visible entities, so that distances of a cell or
+    two (1/15 in SaveTheCity's coordinates) are unit-sized inputs (see WorkerNet).
     """
 
     def __init__(
@@ -49,10 +54,12 @@ class AllocatorNet(nn.Module):
         embed_dim: int = 128,
         n_heads: int = 4,
         agent_attention: bool = True,
+        relative_scale: float = 15.0,
     ):
         super().__init__()
         self.entity_dim, self.n_agents, self.n_tasks = entity_dim, n_agents, n_tasks
         self.embed_dim = embed_dim
+        self.relative_scale = float(relative_scale)
         self.agent_attention = agent_attention
         d = embed_dim
         self.encoder = EntityEncoder(entity_dim, d, n_heads)
@@ -71,6 +78,9 @@ class AllocatorNet(nn.Module):
         # A linear code of the count, so no weight depends on the team size.
         self.ptr_count = nn.Linear(1, d, bias=False)
         self.ptr_out = nn.Linear(d, 1)
+        self.relation_mlp = nn.Sequential(
+            nn.Linear(entity_dim, d), nn.ReLU(), nn.Linear(d, d, bias=False)
+        )
 
     # ---------------------------------------------------------------------------------- encoder
     def encode(self, obs: dict[str, torch.Tensor]) -> AllocEncoding:
@@ -101,7 +111,17 @@ class AllocatorNet(nn.Module):
         summary = self.summary_mlp(
             torch.cat([masked_mean(agent_emb, alive), masked_mean(task_emb, live_task)], -1)
         )
-        return AllocEncoding(entity_emb, agent_emb, task_emb, summary)
+        return AllocEncoding(
+            entity_emb, agent_emb, task_emb, summary, self._relation(obs["entities"], member)
+        )
+
+    def _relation(self, entities: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+        """(B, N, T, D): mean over each task's visible entities of MLP(scale * (entity - agent))."""
+        diff = entities[:, None] - entities[:, : self.n_agents, None]  # (B, N, E, F)
+        pair = self.relation_mlp(self.relative_scale * diff)  # (B, N, E, D)
+        weights = member.to(pair.dtype)
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, E, T)
+        return torch.einsum("bned,bet->bntd", pair, weights)
 
     def value(self, enc: AllocEncoding) -> torch.Tensor:
         """State value from the pooled summary: (B,)."""
@@ -130,7 +150,7 @@ class AllocatorNet(nn.Module):
         counts = torch.zeros(b, t, dtype=torch.long, device=key.device)
         choices, step_logits = [], []
         for i in range(self.n_agents):
-            logits = self._raw_logits(query[:, i], key, placed, counts)
+            logits = self._raw_logits(query[:, i], key + enc.relation[:, i], placed, counts)
             logits = logits.masked_fill(~allowed[:, i], MASKED_LOGIT)
             if deterministic:
                 choice = logits.argmax(dim=-1)
@@ -180,7 +200,7 @@ class AllocatorNet(nn.Module):
         contrib = placed_here[..., None] * message[:, :, None, :]  # (B, N, T, D)
         placed = _exclusive_cumsum(contrib)
         counts = _exclusive_cumsum(placed_here.long())
-        logits = self._raw_logits(query, key[:, None], placed, counts)
+        logits = self._raw_logits(query, key[:, None] + enc.relation, placed, counts)
         logits = logits.masked_fill(~allowed, MASKED_LOGIT)
         log_prob, entropy = _joint_log_prob(logits, allowed, allocation)
         return log_prob, entropy, logits

@@ -24,8 +24,8 @@ class AllocatorModule(TorchRLModule, ValueFunctionAPI):
     and the per-step conditional logits (B, N*T); training recomputes those logits in one
     teacher-forced pass, so RLlib's MultiCategorical over them gives the exact joint log-prob.
 
-    model_config: `embed_dim`, `n_heads`, `agent_attention`, and the MI settings (`mi_*`,
-    `use_mutual_info`) when this module carries the MI term.
+    model_config: `embed_dim`, `n_heads`, `agent_attention`, `relative_scale`, and the MI
+    settings (`mi_*`, `use_mutual_info`) when this module carries the MI term.
     """
 
     def setup(self) -> None:
@@ -42,6 +42,7 @@ class AllocatorModule(TorchRLModule, ValueFunctionAPI):
             embed_dim=embed_dim,
             n_heads=cfg.get("n_heads", 4),
             agent_attention=cfg.get("agent_attention", True),
+            relative_scale=cfg.get("relative_scale", 15.0),
         )
         self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
         self.value_out = torch.nn.Linear(embed_dim, 1)
