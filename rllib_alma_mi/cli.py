@@ -275,7 +275,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     overrides = _key_values(args.env_config, "--env-config")
     ev.find_checkpoint(args.checkpoint)
     _init_ray(None, args.verbose)
-    evaluation = ev.evaluate(args.checkpoint, args.episodes, overrides, seed=args.seed)
+    evaluation = ev.evaluate(
+        args.checkpoint, args.episodes, overrides, seed=args.seed, allocation=args.allocation
+    )
     _print_evaluation(evaluation)
     if args.json:
         path = Path(args.json)
@@ -365,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--env-config", action="append", metavar="KEY=VALUE",
                           help="change the env, e.g. scenario=2-8a_2-8b or sight_range=2")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    evaluate.add_argument("--allocation", choices=("learned", "heuristic", "random"),
+                          help="replace the run's allocation rule, keeping its trained workers")
     evaluate.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 

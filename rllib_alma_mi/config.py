@@ -63,6 +63,10 @@ class AlmaPPOConfig(PPOConfig):
             clip_param=0.2,
             entropy_coeff=0.01,
             vf_loss_coeff=0.5,
+            # RLlib clips the squared value error at vf_clip_param (10 by default), which zeroes
+            # the critic's gradient whenever a return is more than ~3 from its prediction: the
+            # allocator's returns are tens, and its critic never learned (explained variance 0).
+            vf_clip_param=float("inf"),
             use_kl_loss=False,
             grad_clip=10.0,
             grad_clip_by="global_norm",

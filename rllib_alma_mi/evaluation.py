@@ -298,9 +298,34 @@ def restore(checkpoint: str | Path) -> tuple[Path, Any]:
         ) from None
 
 
-def evaluation_env_config(algo: Any, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The training env_config (with its hierarchy block) updated by `overrides`."""
-    return {**dict(algo.config.env_config), **overrides}
+def evaluation_env_config(
+    algo: Any, overrides: dict[str, Any], allocation: str | None = None
+) -> dict[str, Any]:
+    """The training env_config (with its hierarchy block) updated by `overrides`.
+
+    `allocation` ("learned", "heuristic" or "random") replaces the trained run's allocation
+    rule, keeping its trained workers: the ablation of the allocator itself.
+    """
+    from rllib_alma_mi.registry import HIERARCHY_KEY
+    from rllib_alma_mi.settings import ALLOCATIONS
+
+    config = {**dict(algo.config.env_config), **overrides}
+    if allocation is None:
+        return config
+    trained = config.get(HIERARCHY_KEY, {}).get("allocation", "learned")
+    swappable = tuple(a for a in ALLOCATIONS if a != "none")
+    if allocation not in swappable or trained == "none":
+        raise EvaluationError(
+            f"allocation={allocation!r}: a run trained with allocation {trained!r} can be "
+            f"evaluated with one of {list(swappable) if trained != 'none' else []}"
+        )
+    if allocation == "learned" and trained != "learned":
+        raise EvaluationError(
+            f"allocation='learned' needs a run trained with the learned allocator, this one "
+            f"used {trained!r}"
+        )
+    config[HIERARCHY_KEY] = {**config.get(HIERARCHY_KEY, {}), "allocation": allocation}
+    return config
 
 
 def evaluate(
@@ -308,11 +333,13 @@ def evaluate(
     episodes: int,
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
+    allocation: str | None = None,
 ) -> Evaluation:
-    """Greedy episodes (seeds `seed`, `seed + 1`, ...) with the policy of `checkpoint`."""
+    """Greedy episodes (seeds `seed`, `seed + 1`, ...) with the policy of `checkpoint`;
+    `allocation` swaps the allocation rule (see `evaluation_env_config`)."""
     path, algo = restore(checkpoint)
     try:
-        env_config = evaluation_env_config(algo, overrides or {})
+        env_config = evaluation_env_config(algo, overrides or {}, allocation)
         env = make_eval_env(algo.config.env, env_config)
         actor = GreedyActor(algo, env)
         stats = [run_episode(env, actor, seed + i) for i in range(episodes)]
@@ -321,4 +348,6 @@ def evaluate(
     finally:
         algo.stop()
     shown = {k: v for k, v in env_config.items() if not k.startswith("_")}
+    if allocation is not None:
+        shown["allocation"] = allocation
     return Evaluation(str(path), iteration, algo.config.env, shown, stats)

@@ -106,6 +106,23 @@ def test_evaluate_on_bigger_teams_and_another_sight_range(trained, workdir):
         assert 0.0 <= episode["tasks_completed_frac"] <= 1.0 and episode["steps"] <= 30
 
 
+def test_evaluate_swaps_the_allocation_rule_and_keeps_the_trained_workers(trained, workdir):
+    out, _ = trained
+    report = workdir / "eval_random.json"
+    proc = run(workdir, "evaluate", "--checkpoint", str(out), "--episodes", "3",
+               "--allocation", "random", "--json", str(report))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["env_config"]["allocation"] == "random"
+    # Without the learned allocator no allocation decision is an agent step.
+    assert all(episode["allocations"] == 0 for episode in result["episodes"])
+    learned = workdir / "eval_learned.json"
+    proc = run(workdir, "evaluate", "--checkpoint", str(out), "--episodes", "3",
+               "--allocation", "learned", "--json", str(learned))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(e["allocations"] > 0 for e in json.loads(learned.read_text())["episodes"])
+
+
 def test_render_writes_an_animated_gif(trained, workdir):
     out, _ = trained
     gif = workdir / "episode.gif"
