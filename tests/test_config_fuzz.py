@@ -38,6 +38,7 @@ ALMA_VALID = {
     "embed_dim": st.sampled_from([4, 8, 16]),
     "n_heads": st.sampled_from([1, 2, 4]),
     "agent_attention": st.booleans(),
+    "relative_scale": st.sampled_from([0.0, 1.0, 15.0]),
 }
 MI_VALID = {
     "use_mutual_info": st.booleans(),
