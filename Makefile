@@ -30,13 +30,14 @@ test: setup
 	$(PY) -m pytest -q
 
 # The quick benchmarks (about 10 minutes); `make learning` runs the learning table (hours).
-BENCHES := env_throughput mine_speed mine_gaussian train_throughput
+BENCHES := env_throughput mine_speed mine_gaussian train_throughput scripted_reference
 
 bench: setup
 	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
 
 learning: setup
-	$(PY) benchmarks/learning.py --methods alma_mi alma heuristic flat --budget 300000
+	$(PY) benchmarks/learning.py --methods heuristic flat alma_mi alma --seeds 0 1 \
+		--budget 500000 --out results/learning_500k
 
 lint: setup
 	$(VENV)/bin/ruff check .
