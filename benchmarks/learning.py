@@ -30,7 +30,9 @@ METHODS = {
 COLUMNS = ("iter", "time", "base_steps", "team_return", "completed", "solved", "mi")
 
 
-def train(method: str, seed: int, budget: int, scenario: str, out: Path) -> Path:
+def train(
+    method: str, seed: int, budget: int, scenario: str, out: Path, checkpoints: Path | None = None
+) -> Path:
     from rllib_alma_mi import AlmaPPOConfig
 
     spec = METHODS[method]
@@ -65,6 +67,8 @@ def train(method: str, seed: int, budget: int, scenario: str, out: Path) -> Path
                 ]
             )
             f.flush()
+    if checkpoints is not None:
+        algo.save_to_path(str((checkpoints / f"{method}_s{seed}").resolve()))
     algo.stop()
     return path
 
@@ -140,6 +144,8 @@ def main() -> None:
     parser.add_argument("--scenario", default="2-5a_2-5b")
     parser.add_argument("--out", type=Path, default=Path("results/learning"))
     parser.add_argument("--summarize", action="store_true", help="only print the table")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="also save each run's final algorithm under DIR/<method>_s<seed>")
     parser.add_argument("--window", type=int, default=10, help="iterations averaged at the end")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,8 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         for method in args.methods:
             for seed in args.seeds:
-                print("wrote", train(method, seed, args.budget, args.scenario, args.out))
+                path = train(method, seed, args.budget, args.scenario, args.out, args.checkpoints)
+                print("wrote", path)
         ray.shutdown()
     summarize(args.out, args.window)
 
