@@ -65,7 +65,7 @@ class AlmaPPOConfig(PPOConfig):
             vf_loss_coeff=0.5,
             # RLlib clips the squared value error at vf_clip_param (10 by default), which zeroes
             # the critic's gradient whenever a return is more than ~3 from its prediction: the
-            # allocator's returns are tens, and its critic never learned (explained variance 0).
+            # allocator's returns are tens, and its critic learned slowly or not at all.
             vf_clip_param=float("inf"),
             use_kl_loss=False,
             grad_clip=10.0,
