@@ -130,7 +130,7 @@ class HierarchySettings(_Settings):
 
 @dataclass(frozen=True)
 class ModelSettings(_Settings):
-    """Sizes of the entity-attention networks, and the worker's relative-feature scale."""
+    """Sizes of the entity-attention networks, and the scale of their relative features."""
 
     embed_dim: int = 64
     n_heads: int = 4
