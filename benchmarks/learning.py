@@ -21,6 +21,9 @@ import numpy as np
 METHODS = {
     "alma_mi": {"alma": {"allocation": "learned"}, "mi": True},
     "alma": {"alma": {"allocation": "learned"}, "mi": False},
+    "alma_mi_imitation": {
+        "alma": {"allocation": "learned", "imitation_steps": 100_000}, "mi": True
+    },
     "heuristic": {"alma": {"allocation": "heuristic"}, "mi": False},
     "random": {"alma": {"allocation": "random"}, "mi": False},
     "flat": {"alma": {"allocation": "none"}, "mi": False},

@@ -313,6 +313,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rllib_alma_mi.plotting import SUMMARY_METRICS, summarize_runs
+
+    summary = summarize_runs(args.runs, window=args.window)
+    table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")
+    for column in ("config", "seeds", "env steps", "completed %", "solved %", "team return"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for _, row in summary.iterrows():
+        cells = [f"{row[m]:.1f} ± {row[m + '_ci95']:.1f}" for m in SUMMARY_METRICS]
+        table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}", *cells)
+    # Piped output (files, logs) gets a wide console so the configuration labels stay whole.
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    if args.csv:
+        path = Path(args.csv)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        summary.to_csv(path, index=False, float_format="%.4g")
+        print(f"wrote {path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -394,6 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="env_steps, iterations, time, sampled_steps, or a column")
     plot.add_argument("--out", metavar="FILE.png", help="default RUN_DIR/METRIC.png")
     plot.set_defaults(func=cmd_plot)
+
+    summarize = verbs.add_parser(
+        "summarize", parents=[common],
+        help="final performance per configuration (mean ± 95%% interval over seeds)",
+    )
+    summarize.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    summarize.add_argument("--window", type=int, default=10, metavar="K",
+                           help="iterations averaged at the end of each seed's run")
+    summarize.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
+    summarize.set_defaults(func=cmd_summarize)
     return parser
 
 

@@ -88,7 +88,8 @@ class AlmaPPOConfig(PPOConfig):
     # ------------------------------------------------------------------ the two new blocks
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
         """Hierarchy and model settings: allocation, alloc_interval, worker_reward,
-        subtask_mask, allocator_view, embed_dim, n_heads, agent_attention, relative_scale."""
+        subtask_mask, allocator_view, imitation_steps, imitation_weight, embed_dim, n_heads,
+        agent_attention, relative_scale."""
         unknown = sorted(set(kwargs) - set(_ALMA_KEYS))
         if unknown:
             raise ValueError(

@@ -20,6 +20,8 @@ from rllib_alma_mi.settings import HierarchySettings
 
 ALLOCATOR = "allocator"
 STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")
+# The allocator observation's key holding the heuristic's allocation (the imitation target).
+HEURISTIC_KEY = "heuristic_allocation"
 EPISODE_STATS = ("solved", "tasks_completed_frac", "tasks_burned_frac")
 # Added by the hierarchy at the last step: the team's return (comparable across methods, unlike
 # RLlib's episode return, which sums every agent's reward) and the wrapped env's step count.
@@ -30,7 +32,8 @@ class HierarchicalEnv(MultiAgentEnv):
 
     Allocator observation (Dict): `entities` (E, F), `entity_mask` (E,), `obs_mask` (E,),
     `entity2task` (E, T), `task_mask` (T,), `agent_mask` (N,) live agent slots,
-    `agent_obs_mask` (N, E) what each agent sees, and `state` when `include_state`.
+    `agent_obs_mask` (N, E) what each agent sees, `state` when `include_state`, and
+    `heuristic_allocation` (N,) when the allocator imitates the heuristic (`imitation_steps`).
     Allocator action: MultiDiscrete([T] * N), a task per agent slot (dead slots are ignored).
     Worker observation: the contract observation with `obs_mask` restricted to the worker's
     subtask (itself, its task's entities, agents on the same task), plus `state` when asked.
@@ -51,14 +54,19 @@ class HierarchicalEnv(MultiAgentEnv):
                 f"the environment has {self.n_slots} possible agents but only "
                 f"{self.n_entities} entity rows; agents must be the first entity rows"
             )
-        if self.settings.allocation == "heuristic" and not hasattr(
-            base_env, "heuristic_allocation"
-        ):
-            raise ValueError(
-                "allocation='heuristic' needs the environment to provide "
-                "heuristic_allocation() -> (n_agents,) task indices; this one does not. "
-                "Use allocation='learned' or 'random'."
-            )
+        if not hasattr(base_env, "heuristic_allocation"):
+            if self.settings.allocation == "heuristic":
+                raise ValueError(
+                    "allocation='heuristic' needs the environment to provide "
+                    "heuristic_allocation() -> (n_agents,) task indices; this one does not. "
+                    "Use allocation='learned' or 'random'."
+                )
+            if self.settings.imitation:
+                raise ValueError(
+                    f"imitation_steps={self.settings.imitation_steps} needs the environment to "
+                    "provide heuristic_allocation() -> (n_agents,) task indices (the allocation "
+                    "to imitate); this one does not. Use imitation_steps=0."
+                )
         self.learned = self.settings.allocation == "learned"
         self.flat = self.settings.allocation == "none"
         self.possible_agents = ([ALLOCATOR] if self.learned else []) + self.workers
@@ -89,6 +97,10 @@ class HierarchicalEnv(MultiAgentEnv):
         }
         spaces["agent_mask"] = binary_box((self.n_slots,))
         spaces["agent_obs_mask"] = binary_box((self.n_slots, self.n_entities))
+        if self.settings.imitation:
+            spaces[HEURISTIC_KEY] = gym.spaces.Box(
+                0, self.n_tasks - 1, (self.n_slots,), dtype=np.int64
+            )
         if self.settings.include_state:
             spaces["state"] = self._state_space()
         return gym.spaces.Dict(spaces)
@@ -219,13 +231,22 @@ class HierarchicalEnv(MultiAgentEnv):
         if self.flat:
             return
         if self.settings.allocation == "heuristic":
-            alloc = np.asarray(self.base.heuristic_allocation(), dtype=np.int64)
+            alloc = self._heuristic_allocation()
         else:
             live_tasks = np.flatnonzero(self._task_mask)
             alloc = np.zeros(self.n_slots, dtype=np.int64)
             if live_tasks.size:
                 alloc[:] = self._rng.choice(live_tasks, size=self.n_slots)
         self._apply_allocation(alloc)
+
+    def _heuristic_allocation(self) -> np.ndarray:
+        alloc = np.asarray(self.base.heuristic_allocation())
+        if alloc.shape != (self.n_slots,) or not np.issubdtype(alloc.dtype, np.integer):
+            raise ValueError(
+                f"heuristic_allocation() must return an integer array of shape ({self.n_slots},)"
+                f", one task per agent slot; got {alloc.dtype} array of shape {alloc.shape}"
+            )
+        return alloc.astype(np.int64)
 
     def allocation(self) -> dict[str, int]:
         """The current task of each live worker."""
@@ -277,6 +298,8 @@ class HierarchicalEnv(MultiAgentEnv):
             "agent_mask": agent_mask,
             "agent_obs_mask": agent_obs_mask,
         }
+        if self.settings.imitation:
+            obs[HEURISTIC_KEY] = self._heuristic_allocation()
         if self.settings.include_state:
             obs["state"] = self._state_obs()
         return obs

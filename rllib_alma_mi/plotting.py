@@ -244,3 +244,43 @@ def plot_runs(
     fig.savefig(out)
     plt.close(fig)
     return summary
+
+
+SUMMARY_METRICS = ("tasks_completed", "solved", "return")
+
+
+def summarize_runs(
+    paths: list[str | Path], window: int = 10, metrics: tuple[str, ...] = SUMMARY_METRICS
+) -> pd.DataFrame:
+    """Final performance per configuration, one row each.
+
+    Each seed's value is the mean of its last `window` iterations; a row holds the number of
+    seeds, their mean env steps, and per metric the mean over seeds and the half-width of the
+    95% t-interval (`<metric>` and `<metric>_ci95`). Fractions are in percent.
+    """
+    if window < 1:
+        raise PlotError(f"window={window}: must be at least 1 iteration")
+    trials = find_trials(paths)
+    x_col, _ = _column(trials, "env_steps", X_AXES, "--x")
+    columns = {}
+    for metric in metrics:
+        try:
+            columns[metric] = _column(trials, metric, METRICS, "metric")[0]
+        except PlotError:  # e.g. an environment without task metrics: reported as NaN
+            columns[metric] = None
+    rows = []
+    for label, group in sorted(group_trials(trials).items()):
+        tails = [t.table.apply(pd.to_numeric, errors="coerce").tail(window) for t in group]
+        row: dict[str, Any] = {"config": label, "seeds": len(group)}
+        row["env_steps"] = float(np.mean([tail[x_col].max() for tail in tails]))
+        for metric, column in columns.items():
+            values = np.array([[tail[column].mean()] for tail in tails if column in tail])
+            values = values[np.isfinite(values[:, 0])] if len(values) else values
+            scale = 100.0 if metric in FRACTIONS else 1.0
+            if len(values) == 0:  # also when column is None (not in tails)
+                row[metric], row[f"{metric}_ci95"] = float("nan"), float("nan")
+                continue
+            mean, half = t_interval(values * scale)
+            row[metric], row[f"{metric}_ci95"] = float(mean[0]), float(half[0])
+        rows.append(row)
+    return pd.DataFrame(rows)

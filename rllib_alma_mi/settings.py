@@ -109,6 +109,14 @@ class HierarchySettings(_Settings):
     worker_reward: "task" (the assigned task's reward, as ALMA) or "team".
     subtask_mask: restrict each worker's view to its subtask (ALMA); False = ALMA's "no mask".
     allocator_view: "global" (the centralized state) or "team" (the union of the agents' sight).
+    imitation_steps: RLlib env steps (its `num_env_steps_sampled_lifetime`, which also counts
+        the allocation steps) over which the learned allocator also imitates the environment's
+        heuristic allocation, with a weight decaying linearly from `imitation_weight` to 0.
+        0 (default) turns it off. The hierarchy then adds the heuristic's allocation to the
+        allocator's observation under `heuristic_allocation` (training only; acting never
+        reads it). Needs allocation="learned" and an environment with `heuristic_allocation()`.
+    imitation_weight: the imitation loss's initial weight (its loss is the negative joint
+        log-prob of the heuristic's allocation, per decision).
     include_state: add the centralized state under `state` to observations (training only).
     """
 
@@ -117,6 +125,8 @@ class HierarchySettings(_Settings):
     worker_reward: str = "task"
     subtask_mask: bool = True
     allocator_view: str = "global"
+    imitation_steps: int = 0
+    imitation_weight: float = 1.0
     include_state: bool = False
 
     def __post_init__(self) -> None:
@@ -125,7 +135,20 @@ class HierarchySettings(_Settings):
         check_choice("worker_reward", self.worker_reward, WORKER_REWARDS)
         check_bool("subtask_mask", self.subtask_mask)
         check_choice("allocator_view", self.allocator_view, ALLOCATOR_VIEWS)
+        check_int("imitation_steps", self.imitation_steps, 0)
+        check_float("imitation_weight", self.imitation_weight, 0.0)
+        if self.imitation_steps and self.allocation != "learned":
+            raise ValueError(
+                f"imitation_steps={self.imitation_steps} trains the learned allocator to imitate "
+                f"the heuristic, but allocation={self.allocation!r} has no learned allocator; "
+                "use allocation='learned' or imitation_steps=0"
+            )
         check_bool("include_state", self.include_state)
+
+    @property
+    def imitation(self) -> bool:
+        """Whether the allocator observes (and imitates) the heuristic's allocation."""
+        return self.imitation_steps > 0 and self.imitation_weight > 0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,13 @@ import yaml
 from PIL import Image
 
 from rllib_alma_mi.cli import progress_line
-from rllib_alma_mi.plotting import aggregate, find_trials, group_trials, t_interval
+from rllib_alma_mi.plotting import (
+    aggregate,
+    find_trials,
+    group_trials,
+    summarize_runs,
+    t_interval,
+)
 
 SCRIPT = Path(sys.executable).with_name("rllib-alma-mi")
 TINY = {
@@ -261,3 +267,23 @@ def test_t_interval_matches_the_student_t_quantile():
     assert mean[0] == 2.0
     assert half[0] == pytest.approx(4.302652729911275 * 1.0 / np.sqrt(3))
     assert t_interval(values[:1])[1][0] == 0.0
+
+
+def test_summarize_averages_each_seeds_last_iterations(tmp_path, workdir):
+    base = {"env": "save_the_city", "env_config": {"scenario": "2a_3b"}, "mi_weight": 0.001}
+    write_trial(tmp_path / "a0", {**base, "seed": 0}, [100, 200, 300], [0.0, 0.2, 0.4])
+    write_trial(tmp_path / "a1", {**base, "seed": 1}, [100, 200, 300], [0.0, 0.4, 0.6])
+    write_trial(tmp_path / "b0", {**base, "mi_weight": 0.01, "seed": 0}, [100, 200], [0.1, 0.3])
+    table = summarize_runs([tmp_path], window=2).set_index("config")
+    a = table.loc["mi_weight=0.001"]
+    assert a["seeds"] == 2 and a["env_steps"] == 300
+    assert a["solved"] == pytest.approx(100 * (0.3 + 0.5) / 2)  # percent
+    # seeds at 30% and 50%: standard error 10 points, t(0.975, 1) = 12.706
+    assert a["solved_ci95"] == pytest.approx(12.706204736 * 10, rel=1e-6)
+    assert np.isnan(a["tasks_completed"])  # not logged by these runs
+    assert table.loc["mi_weight=0.01", "solved"] == pytest.approx(20.0)
+    out = tmp_path / "summary.csv"
+    proc = run(workdir, "summarize", str(tmp_path), "--window", "2", "--csv", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mi_weight=0.001" in proc.stdout and out.is_file()
+    assert run(workdir, "summarize", str(tmp_path), "--window", "0").returncode != 0

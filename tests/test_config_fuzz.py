@@ -35,6 +35,8 @@ ALMA_VALID = {
     "worker_reward": st.sampled_from(WORKER_REWARDS),
     "subtask_mask": st.booleans(),
     "allocator_view": st.sampled_from(ALLOCATOR_VIEWS),
+    "imitation_steps": st.sampled_from([0, 0, 1000]),
+    "imitation_weight": st.sampled_from([0.0, 1.0]),
     "embed_dim": st.sampled_from([4, 8, 16]),
     "n_heads": st.sampled_from([1, 2, 4]),
     "agent_attention": st.booleans(),
@@ -152,6 +154,7 @@ def _validate(config, alma: dict, mi: dict) -> bool:
 @example(alma={}, mi={"mi_embed_dim": 10**9})
 @example(alma={"allocation": "random"}, mi={"mi_scheme": 3})
 @example(alma={"allocation": "none", "allocator_view": "team"}, mi={"use_mutual_info": False})
+@example(alma={"allocation": "heuristic", "imitation_steps": 1000}, mi={"use_mutual_info": False})
 def test_random_settings_are_accepted_or_rejected_with_a_value_error(alma, mi):
     config = _base()
     if _apply(config, alma, mi):

@@ -137,3 +137,28 @@ def test_state_only_when_asked():
     obs, *_ = env.step({ALLOCATOR: np.array([0, 1])})
     assert "state" in obs["agent_0"]
     assert "state" not in make().reset(seed=0)[0][ALLOCATOR]
+
+
+def test_imitation_needs_the_env_rule():
+    with pytest.raises(ValueError, match="imitation_steps=100 needs the environment"):
+        make(imitation_steps=100)
+
+
+def test_imitation_only_with_a_learned_allocator():
+    with pytest.raises(ValueError, match="imitation_steps=100 .* allocation='heuristic'"):
+        HierarchySettings(allocation="heuristic", imitation_steps=100)
+
+
+def test_imitation_shows_the_allocator_the_heuristic_allocation():
+    from envs.save_the_city import parallel_env
+
+    env = HierarchicalEnv(
+        parallel_env(scenario="3a_4b", max_cycles=20), HierarchySettings(imitation_steps=10)
+    )
+    obs, _ = env.reset(seed=3)
+    assert env.observation_spaces[ALLOCATOR].contains(obs[ALLOCATOR])
+    heuristic = obs[ALLOCATOR]["heuristic_allocation"]
+    np.testing.assert_array_equal(heuristic, env.base.heuristic_allocation())
+    assert obs[ALLOCATOR]["task_mask"][heuristic].all()
+    plain = HierarchicalEnv(parallel_env(scenario="3a_4b", max_cycles=20), HierarchySettings())
+    assert "heuristic_allocation" not in plain.reset(seed=3)[0][ALLOCATOR]

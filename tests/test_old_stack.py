@@ -70,6 +70,12 @@ def test_one_iteration_per_stack_reports_mi_and_task_metrics(trained_old, traine
             assert np.isfinite(result["env_runners"][key]), key
 
 
+def test_imitation_is_rejected_on_the_old_stack():
+    config = small_config(old_stack=True).alma(imitation_steps=1000)
+    with pytest.raises(ValueError, match="imitation_steps=1000: .* new API stack only"):
+        config.validate()
+
+
 def test_worker_mi_scheme_trains_on_the_old_stack():
     """Scheme 1: the worker carries the MI term; its nested `state` observation is flattened
     and restored by RLlib's preprocessor."""

@@ -196,21 +196,48 @@ def test_checkpoint_round_trip_keeps_greedy_actions(tmp_path, runners):
         restored.stop()
 
 
-def test_acting_never_reads_the_centralized_state():
-    algo = small_config(mi_target="global_state", mi_embed_dim=16).build_algo()
+def test_acting_never_reads_the_centralized_state_nor_the_heuristic():
+    config = small_config(mi_target="global_state", mi_embed_dim=16).alma(imitation_steps=1000)
+    algo = config.build_algo()
     try:
         obs = _some_observations(algo)
-        assert "state" in obs["allocator"]
+        assert "state" in obs["allocator"] and "heuristic_allocation" in obs["allocator"]
         module = algo.get_module("allocator")
         batch = {
             Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs["allocator"])
         }
         scrambled = {Columns.OBS: dict(batch[Columns.OBS])}
-        scrambled[Columns.OBS]["state"] = tree.map_structure(
-            lambda v: (torch.rand(v.shape) * 3).to(v.dtype), batch[Columns.OBS]["state"]
-        )
+        for key in ("state", "heuristic_allocation"):
+            scrambled[Columns.OBS][key] = tree.map_structure(
+                lambda v: (torch.rand(v.shape) * 3).to(v.dtype), batch[Columns.OBS][key]
+            )
         a = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
         b = module.forward_inference(scrambled)[Columns.ACTION_DIST_INPUTS]
         torch.testing.assert_close(a, b)
     finally:
         algo.stop()
+
+
+def test_imitation_pulls_the_allocator_toward_the_heuristic_with_a_decaying_weight():
+    steps = 6000
+    config = small_config(use_mutual_info=False).alma(imitation_steps=steps, imitation_weight=2.0)
+    config.training(num_epochs=4, lr=3e-3)
+    algo = config.build_algo()
+    try:
+        losses = []
+        for _ in range(4):
+            before = algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"), default=0)
+            learner = algo.train()["learners"]["allocator"]
+            losses.append(learner["imitation_loss"])
+            sampled = algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"))
+            assert sampled > before
+            # the weight of this update comes from the lifetime count after its sampling
+            assert learner["imitation_weight"] == pytest.approx(2.0 * (1 - sampled / steps))
+        assert losses[-1] < 0.5 * losses[0]
+    finally:
+        algo.stop()
+
+
+def test_imitation_off_adds_nothing(trained_mi_algo):
+    _, result = trained_mi_algo
+    assert "imitation_loss" not in result["learners"]["allocator"]

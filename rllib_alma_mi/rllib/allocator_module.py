@@ -10,19 +10,27 @@ from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCateg
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
+from rllib_alma_mi.hierarchy import HEURISTIC_KEY
 from rllib_alma_mi.nn.allocation import AllocatorNet
 from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
 from rllib_alma_mi.rllib.mi_head import MIHead
+
+TRAINING_ONLY_KEYS = ("state", HEURISTIC_KEY)
+# forward_train output: joint log-prob (B,) of the heuristic's allocation, when observed.
+IMITATION_LOGP = "imitation_logp"
 
 
 class AllocatorModule(TorchRLModule, ValueFunctionAPI):
     """Joint allocation policy over the hierarchy's allocator observation.
 
     Observation: the Dict of `HierarchicalEnv` (entities (E, F), masks, agent_mask (N,),
-    agent_obs_mask (N, E), optional `state`). Action: (N,) task indices.
+    agent_obs_mask (N, E), optional `state` and `heuristic_allocation`). Action: (N,) task
+    indices.
     Exploration/inference sample autoregressively and return the actions, their joint log-prob
     and the per-step conditional logits (B, N*T); training recomputes those logits in one
-    teacher-forced pass, so RLlib's MultiCategorical over them gives the exact joint log-prob.
+    teacher-forced pass, so RLlib's MultiCategorical over them gives the exact joint log-prob;
+    with `heuristic_allocation` observed it also gives that allocation's joint log-prob
+    (`imitation_logp`, for the learner's imitation term).
 
     model_config: `embed_dim`, `n_heads`, `agent_attention`, `relative_scale`, and the MI
     settings (`mi_*`, `use_mutual_info`) when this module carries the MI term.
@@ -49,8 +57,8 @@ class AllocatorModule(TorchRLModule, ValueFunctionAPI):
         self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=self.n_features)
 
     def _acting_obs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        # Acting never reads the centralized `state`.
-        return {k: v for k, v in batch[Columns.OBS].items() if k != "state"}
+        # Acting never reads the centralized `state` nor the heuristic's allocation.
+        return {k: v for k, v in batch[Columns.OBS].items() if k not in TRAINING_ONLY_KEYS}
 
     def _act(self, batch: dict[str, Any], deterministic: bool) -> dict[str, Any]:
         obs = self._acting_obs(batch)
@@ -75,6 +83,9 @@ class AllocatorModule(TorchRLModule, ValueFunctionAPI):
         enc = self.net.encode(obs)
         _, _, logits = self.net.log_prob(obs, batch[Columns.ACTIONS].long(), enc=enc)
         out = {Columns.ACTION_DIST_INPUTS: logits.flatten(1)}
+        if HEURISTIC_KEY in batch[Columns.OBS]:
+            target = batch[Columns.OBS][HEURISTIC_KEY].long()
+            out[IMITATION_LOGP], _, _ = self.net.log_prob(obs, target, enc=enc)
         if self.mi is not None:
             out.update(self.mi.inputs_from_allocator(enc, batch[Columns.OBS]))
         return out

@@ -1,4 +1,5 @@
-"""PPO learner that adds the MINE term: `total = ppo_loss + mi_weight * mi_loss`."""
+"""PPO learner that adds the MINE term, `total = ppo_loss + mi_weight * mi_loss`, and the
+allocator's optional imitation of the heuristic allocation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from rllib_alma_mi.rllib.allocator_module import IMITATION_LOGP
 from rllib_alma_mi.rllib.minibatches import ProportionalMiniBatchIterator
 
 logger = logging.getLogger(__name__)
@@ -54,10 +57,21 @@ def learner_threads(config: Any) -> int:
     return max(1, int(cpus))
 
 
+def imitation_weight_at(config: Any, env_steps: float) -> float:
+    """The imitation term's weight after `env_steps` (RLlib's lifetime env-step counter):
+    `imitation_weight` decaying linearly to 0 at `imitation_steps`; 0 when imitation is off."""
+    steps = getattr(config, "imitation_steps", 0)
+    if not steps:
+        return 0.0
+    return float(config.imitation_weight) * max(0.0, 1.0 - float(env_steps) / steps)
+
+
 class AlmaPPOLearner(PPOTorchLearner):
     """`PPOTorchLearner` plus the MI term of the module that carries it.
 
-    Logs `mi_loss` and `mi_value` under `result["learners"][module_id]`. Minibatches give the
+    Logs `mi_loss` and `mi_value` under `result["learners"][module_id]`. While the allocator
+    imitates the heuristic (`imitation_steps`), adds `imitation_weight * imitation_loss` to its
+    loss and logs both under `result["learners"]["allocator"]`. Minibatches give the
     allocator and the workers the same number of epochs (see `ProportionalMiniBatchIterator`).
 
     Non-finite updates are skipped per module: when a module's loss or any of its gradients is
@@ -70,6 +84,7 @@ class AlmaPPOLearner(PPOTorchLearner):
 
     def build(self) -> None:
         torch.set_num_threads(learner_threads(self.config))
+        self._imitation_weight = imitation_weight_at(self.config, 0)
         super().build()
 
     def compute_loss_for_module(
@@ -79,6 +94,39 @@ class AlmaPPOLearner(PPOTorchLearner):
         loss = super().compute_loss_for_module(
             module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
         )
+        if IMITATION_LOGP in fwd_out:
+            loss = loss + self._imitation_term(module_id, batch, fwd_out)
+        return self._with_mi_term(module_id, config, batch, fwd_out, loss)
+
+    def _imitation_term(
+        self, module_id: str, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        """`weight * nll`: the negative joint log-prob of the heuristic's allocation per real
+        decision, with the weight of `imitation_weight_at` for the current env step."""
+        logp = fwd_out[IMITATION_LOGP]
+        mask = batch.get(Columns.LOSS_MASK)
+        if mask is None:
+            nll = -logp.mean()
+        else:
+            mask = mask.to(logp.dtype)
+            nll = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
+        self.metrics.log_value((module_id, "imitation_loss"), nll.detach(), window=1)
+        self.metrics.log_value((module_id, "imitation_weight"), self._imitation_weight, window=1)
+        return self._imitation_weight * nll
+
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        steps = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME) or 0
+        self._imitation_weight = imitation_weight_at(self.config, steps)
+
+    def _with_mi_term(
+        self,
+        module_id: str,
+        config: Any,
+        batch: dict[str, Any],
+        fwd_out: dict[str, Any],
+        loss: torch.Tensor,
+    ) -> torch.Tensor:
         mi_head = getattr(self.module[module_id].unwrapped(), "mi", None)
         if mi_head is None or "mi_x" not in fwd_out:
             return loss

@@ -37,6 +37,11 @@ def wire_old_stack(config: AlmaPPOConfig) -> None:
             ".api_stack(enable_rl_module_and_learner=False, "
             "enable_env_runner_and_connector_v2=False)"
         )
+    if config.imitation_steps:
+        raise ValueError(
+            f"imitation_steps={config.imitation_steps}: the allocator's imitation term exists "
+            "on the new API stack only; use imitation_steps=0 on the old stack"
+        )
     probe, settings = config.prepare_hierarchy()
     policy_ids = list(settings)
     policies = {}
