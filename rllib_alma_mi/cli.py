@@ -317,7 +317,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from rllib_alma_mi.plotting import SUMMARY_METRICS, summarize_runs
+    from rllib_alma_mi.plotting import SUMMARY_METRICS, export_curves, summarize_runs
 
     summary = summarize_runs(args.runs, window=args.window)
     table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")
@@ -333,6 +333,9 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         summary.to_csv(path, index=False, float_format="%.4g")
         print(f"wrote {path}")
+    if args.export:
+        trials = export_curves(args.runs, args.export)
+        print(f"wrote the configs and learning curves of {len(trials)} trials under {args.export}")
     return 0
 
 
@@ -426,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--window", type=int, default=10, metavar="K",
                            help="iterations averaged at the end of each seed's run")
     summarize.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
+    summarize.add_argument("--export", metavar="DIR",
+                           help="also copy each trial's params.json and learning curves (no "
+                                "checkpoints) under DIR, where plot and summarize still work")
     summarize.set_defaults(func=cmd_summarize)
     return parser
 

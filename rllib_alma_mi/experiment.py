@@ -50,7 +50,13 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
     "name": "save_the_city",
     "env": "save_the_city",
     "env_config": {"scenario": "2-5a_2-5b", "max_cycles": 100},
-    "alma": {"allocation": "learned", "alloc_interval": 5, "embed_dim": 64, "n_heads": 4},
+    "alma": {
+        "allocation": "learned",
+        "alloc_interval": 5,
+        "imitation_steps": 40000,
+        "embed_dim": 64,
+        "n_heads": 4,
+    },
     "mutual_info": {
         "use_mutual_info": True,
         "mi_measure": "JSD",

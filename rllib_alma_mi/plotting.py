@@ -284,3 +284,27 @@ def summarize_runs(
             row[metric], row[f"{metric}_ci95"] = float(mean[0]), float(half[0])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def export_curves(paths: list[str | Path], out: str | Path) -> list[Path]:
+    """Copy each trial's config and learning curves (no checkpoints) under `out`.
+
+    Writes `out/<trial dir name>/params.json` and a `progress.csv` holding the iteration, the
+    x axes and the metrics `plot` and `summarize` know, so both commands work on the copy.
+    Returns the trial directories written.
+    """
+    keep = {"training_iteration"}
+    for candidates, _ in (*METRICS.values(), *X_AXES.values()):
+        keep.update(candidates)
+    out = Path(out)
+    written = []
+    for trial in find_trials(paths):
+        target = out / trial.path.name
+        if target.exists() and target.resolve() == trial.path.resolve():
+            raise PlotError(f"{target}: exporting a trial onto itself; pick another directory")
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "params.json").write_text(json.dumps(trial.params, indent=1, default=str))
+        columns = [c for c in trial.table.columns if c in keep]
+        trial.table[columns].to_csv(target / "progress.csv", index=False, float_format="%.6g")
+        written.append(target)
+    return written

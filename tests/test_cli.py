@@ -286,4 +286,10 @@ def test_summarize_averages_each_seeds_last_iterations(tmp_path, workdir):
     proc = run(workdir, "summarize", str(tmp_path), "--window", "2", "--csv", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mi_weight=0.001" in proc.stdout and out.is_file()
+    kept = tmp_path.parent / f"{tmp_path.name}_kept"
+    proc = run(workdir, "summarize", str(tmp_path), "--window", "2", "--export", str(kept))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in kept.iterdir()) == ["a0", "a1", "b0"]
+    copied = summarize_runs([kept], window=2)
+    pd.testing.assert_frame_equal(copied, summarize_runs([tmp_path], window=2))
     assert run(workdir, "summarize", str(tmp_path), "--window", "0").returncode != 0
