@@ -44,15 +44,24 @@ One generation (every `generations_every` training iterations, from `EvolutionCa
 5. **Injection.** Every `inject_rl_every` generations (0 = never) the RL allocator's head
    replaces the worst member of the evaluated population (an exact copy, not mutated).
 
-What the EA contributes to learning with PPO: PPO is on-policy, so the EA rollouts **do not
-enter the PPO batch** (they would be off-policy data for the RL heads, and PPO's ratio and
-GAE assume the sampling policy is the one being trained). The encoder is trained by gradient
-only (PPO + MINE), on the RL team's data; the population reads it but never writes it. The
+What the EA rollouts train: PPO is on-policy, so the EA rollouts **do not enter the PPO
+batch** (they would be off-policy data for the RL heads, and PPO's ratio and GAE assume the
+sampling policy is the one being trained; the value function is not fitted on them either,
+since their returns are those of other allocators). They train the **shared encoder through
+the MI term**: after each generation, `ea_mi_steps` gradient steps of `mi_weight * mi_loss`
+(RACE's MI objective) run on the allocator observations of all evaluation episodes. The MINE
+bound is a property of the joint distribution of (embedding, global summary) over states;
+no policy ratio enters it, so states visited by other allocators are valid data for it, and
+they widen the states the representation must summarise. Only the allocator's encoder and
+its MINE critic get these gradients (not the pointer heads, not the value net, not the
+workers), and the env runners receive the new weights before the next sampling round. With
+`mi_scheme=1` (MI on the workers) or without MI, the EA rollouts train nothing. The
 best member is **not** copied back into the RL allocator: overwriting the RL head would make
 the next PPO batch come from a policy the optimiser state and the value function were not
 fitted to. The population is thus a search over heads on top of the learned representation,
-reported as `evolution/best_fitness`, `evolution/mean_fitness`, `evolution/rl_fitness` and
-`evolution/rl_rank` (1 = the RL head beats every member); `best_head(algo)` returns the
+reported as `evolution/best_fitness`, `evolution/mean_fitness`, `evolution/rl_fitness`,
+`evolution/rl_rank` (1 = the RL head beats every member) and `evolution/ea_mi_value` (the MI
+estimate of the last step on EA data); `best_head(algo)` returns the
 fittest evaluated head for use at evaluation time.
 
 The population, the generation counter, the generator state and the last fitness values are
@@ -95,6 +104,8 @@ class EvolutionSettings(_Settings):
     generations_every: training iterations between generations.
     inject_rl_every: generations between injections of the RL head (0 = never).
     eval_workers: parallel Ray tasks per evaluation (each plays a chunk of members).
+    ea_mi_steps: gradient steps of the allocator's MI term per generation on the allocator
+        observations of the evaluation episodes (0 = the EA rollouts train nothing).
     """
 
     population_size: int = 5
@@ -109,6 +120,7 @@ class EvolutionSettings(_Settings):
     generations_every: int = 1
     inject_rl_every: int = 1
     eval_workers: int = 2
+    ea_mi_steps: int = 1
 
     def __post_init__(self) -> None:
         check_int("population_size", self.population_size, 2, 1000)
@@ -123,6 +135,7 @@ class EvolutionSettings(_Settings):
         check_int("generations_every", self.generations_every, 1)
         check_int("inject_rl_every", self.inject_rl_every, 0)
         check_int("eval_workers", self.eval_workers, 1, 1000)
+        check_int("ea_mi_steps", self.ea_mi_steps, 0, 1000)
         if self.tournament_size > self.population_size:
             raise ValueError(
                 f"tournament_size={self.tournament_size} is out of range; it must be <= "
@@ -317,14 +330,22 @@ def _stack(observations: list[Any]) -> Any:
     return torch.as_tensor(np.stack([np.asarray(o) for o in observations]))
 
 
-def play_episode(env: Any, modules: dict[str, Any], seed: int) -> float:
-    """One greedy episode of `HierarchicalEnv`; returns `info["team_return"]` of its last step."""
+def play_episode(
+    env: Any, modules: dict[str, Any], seed: int, observations: list | None = None
+) -> float:
+    """One greedy episode of `HierarchicalEnv`; returns `info["team_return"]` of its last step.
+
+    With `observations` given, appends to it the allocator's observation at each decision.
+    """
     from ray.rllib.core.columns import Columns
 
     from rllib_alma_mi.config import agent_to_module
+    from rllib_alma_mi.hierarchy import ALLOCATOR
 
     obs, _ = env.reset(seed=seed)
     while True:
+        if observations is not None and ALLOCATOR in obs:
+            observations.append(obs[ALLOCATOR])
         groups: dict[str, list[str]] = {}
         for agent in obs:
             groups.setdefault(agent_to_module(agent), []).append(agent)
@@ -367,11 +388,13 @@ def evaluate_heads_locally(
     env_name: str,
     env_config: dict[str, Any],
     seeds: list[int],
+    observations: list | None = None,
 ) -> list[float]:
     """Mean team return over `seeds` of each head, in this process.
 
     `specs`: module id -> RLModuleSpec; `states`: module id -> module state (the RL team's).
     Fresh copies of the modules are built here; the heads are loaded into the allocator copy.
+    With `observations` given, every allocator observation played is appended to it.
     """
     from rllib_alma_mi.hierarchy import ALLOCATOR
 
@@ -385,7 +408,8 @@ def evaluate_heads_locally(
     fitness = []
     for head in heads:
         load_head(modules[ALLOCATOR], head)
-        fitness.append(float(np.mean([play_episode(env, modules, s) for s in seeds])))
+        returns = [play_episode(env, modules, s, observations) for s in seeds]
+        fitness.append(float(np.mean(returns)))
     env.close()
     return fitness
 
@@ -396,10 +420,15 @@ def _evaluate_chunk(
     env_name: str,
     env_config: dict[str, Any],
     seeds: list[int],
-) -> list[float]:
+    collect: bool,
+) -> tuple[list[float], list]:
     specs, states = payload
     torch.set_num_threads(1)  # one thread per task: `eval_workers` bounds the parallelism
-    return evaluate_heads_locally(heads, specs, states, env_name, env_config, seeds)
+    observations: list | None = [] if collect else None
+    fitness = evaluate_heads_locally(
+        heads, specs, states, env_name, env_config, seeds, observations
+    )
+    return fitness, observations or []
 
 
 _REMOTE = None
@@ -427,23 +456,97 @@ def evaluate_heads(
     env_config: dict[str, Any],
     seeds: list[int],
     workers: int = 2,
+    observations: list | None = None,
 ) -> list[float]:
     """Mean team return of each head over `seeds`, in up to `workers` parallel Ray tasks
-    (in this process when Ray is not initialised)."""
+    (in this process when Ray is not initialised). With `observations` given, the allocator
+    observations of every episode played are appended to it."""
     import ray
 
     if not heads:
         return []
     if not ray.is_initialized():
-        return evaluate_heads_locally(heads, specs, states, env_name, env_config, seeds)
+        return evaluate_heads_locally(
+            heads, specs, states, env_name, env_config, seeds, observations
+        )
     chunks = np.array_split(np.arange(len(heads)), min(workers, len(heads)))
     payload = ray.put((specs, states))  # shipped once, shared by every task
     remote = _remote_evaluate()
     futures = [
-        remote.remote([heads[i] for i in chunk], payload, env_name, env_config, seeds)
+        remote.remote(
+            [heads[i] for i in chunk], payload, env_name, env_config, seeds,
+            observations is not None,
+        )
         for chunk in chunks
     ]
-    return [value for chunk in ray.get(futures) for value in chunk]
+    fitness = []
+    for chunk_fitness, chunk_observations in ray.get(futures):
+        fitness.extend(chunk_fitness)
+        if observations is not None:
+            observations.extend(chunk_observations)
+    return fitness
+
+
+def mi_step_on_observations(learner: Any, observations: dict[str, Any]) -> float | None:
+    """One gradient step of the allocator's MI term (`mi_weight * mi_loss`) on a batch of
+    allocator observations, in `learner`; returns the MI estimate, or None when the allocator
+    carries no MI term. Only the encoder and the MINE critic get gradients (the pointer head
+    and the value net do not enter the term); the worker module is left alone, and a
+    non-finite loss skips the step."""
+    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.rllib.allocator_module import TRAINING_ONLY_KEYS
+
+    module = learner.module[ALLOCATOR].unwrapped()
+    if getattr(module, "mi", None) is None:
+        return None
+    device = next(module.parameters()).device
+    obs = _to_tensors(observations, device)
+    enc = module.net.encode({k: v for k, v in obs.items() if k not in TRAINING_ONLY_KEYS})
+    mi_loss, mi_value = module.mi.loss(module.mi.inputs_from_allocator(enc, obs), None)
+    config = learner.config.get_config_for_module(ALLOCATOR)
+    loss = config.mi_weight * mi_loss
+    if not torch.isfinite(loss):
+        return float("nan")
+    optimizers = [o for _, o in learner.get_optimizers_for_module(ALLOCATOR)]
+    for module_id in learner.module.keys():
+        for _, optimizer in learner.get_optimizers_for_module(module_id):
+            optimizer.zero_grad(set_to_none=True)  # no stale PPO gradient may be stepped
+    loss.backward()
+    grads = {
+        learner.get_param_ref(p): p.grad for p in module.parameters() if p.grad is not None
+    }
+    grads = learner.postprocess_gradients_for_module(
+        module_id=ALLOCATOR, config=config, module_gradients_dict=grads
+    )
+    for param in module.parameters():
+        param.grad = grads.get(learner.get_param_ref(param))
+    for optimizer in optimizers:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return float(mi_value.detach())
+
+
+def _to_tensors(tree_: Any, device: Any) -> Any:
+    if isinstance(tree_, dict):
+        return {k: _to_tensors(v, device) for k, v in tree_.items()}
+    return torch.as_tensor(tree_, device=device)
+
+
+def _train_mi_on(algo: Any, observations: list, steps: int) -> float:
+    """`steps` MI steps on the EA rollouts' allocator observations in every learner, then the
+    new weights go to the env runners; returns the last step's mean MI estimate."""
+    batch = _stack(observations)
+    values = []
+    for _ in range(steps):
+        results = algo.learner_group.foreach_learner(
+            lambda learner, obs=batch: mi_step_on_observations(learner, obs)
+        )
+        values = [r.get() for r in results if r.ok]
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group, inference_only=True
+    )
+    finite = [v for v in values if v is not None]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 # ------------------------------------------------------------------------------ population
@@ -548,6 +651,8 @@ def run_generation(algo: Any) -> dict[str, float]:
     seed = algo.config.seed if algo.config.seed is not None else 0
     first = 1_000_003 * (int(seed) + 1) + state.generation * settings.episodes_per_eval
     seeds = [first + i for i in range(settings.episodes_per_eval)]
+    trains_mi = settings.ea_mi_steps > 0 and algo.get_module(ALLOCATOR).mi is not None
+    observations: list | None = [] if trains_mi else None
     scores = evaluate_heads(
         [*state.population, rl_head],
         _module_specs(algo, list(states)),
@@ -556,6 +661,7 @@ def run_generation(algo: Any) -> dict[str, float]:
         dict(algo.config.env_config),
         seeds,
         workers=settings.eval_workers,
+        observations=observations,
     )
     fitness, rl_fitness = scores[:-1], scores[-1]
     state.best = clone_head(state.population[int(np.argmax(_as_fitness(fitness)))])
@@ -573,6 +679,8 @@ def run_generation(algo: Any) -> dict[str, float]:
         "rl_rank": float(1 + sum(f > rl_fitness for f in fitness)),
         "generation": float(state.generation),
     }
+    if observations:
+        state.metrics["ea_mi_value"] = _train_mi_on(algo, observations, settings.ea_mi_steps)
     return dict(state.metrics)
 
 

@@ -10,11 +10,14 @@ from rllib_alma_mi.evolution import (
     STATE_KEY,
     EvolutionSettings,
     EvolutionState,
+    _learner_module_states,
+    _stack,
     crossover,
     evaluate_heads_locally,
     head_from_state,
     head_of,
     load_head,
+    mi_step_on_observations,
     mutate,
     next_generation,
     random_head,
@@ -257,6 +260,66 @@ def test_local_evaluation_scores_heads_without_touching_the_weights():
             np.testing.assert_array_equal(v, before[m][k])
 
 
+def test_evaluation_collects_the_allocator_observations_it_played():
+    config, specs, states = _modules_of_config()
+    observations = []
+    head = head_from_state(states[ALLOCATOR])
+    evaluate_heads_locally(
+        [head, head], specs, states, config.env, config.env_config, [0, 1], observations
+    )
+    assert len(observations) >= 4  # at least the reset decision of each of the 4 episodes
+    assert all({"entities", "agent_mask", "task_mask"} <= set(o) for o in observations)
+
+
+def _small_algo(use_mutual_info: bool):
+    return (
+        AlmaPPOConfig()
+        .environment("save_the_city", env_config=SMALL)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1)
+        .alma(embed_dim=16)
+        .mutual_info(use_mutual_info=use_mutual_info, mi_embed_dim=16, mi_weight=1.0)
+        .debugging(seed=0)
+        .build_algo()
+    )
+
+
+def _changed(before, after):
+    return {k for k in before if not np.array_equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("use_mutual_info", [True, False])
+def test_ea_observations_train_the_encoder_through_the_mi_term_only(
+    ray_session, use_mutual_info
+):
+    algo = _small_algo(use_mutual_info)
+    try:
+        states = _learner_module_states(algo)
+        specs = {m: spec for m, spec in algo.config.rl_module_spec.rl_module_specs.items()}
+        observations = []
+        evaluate_heads_locally(
+            [head_from_state(states[ALLOCATOR])], specs, states, algo.config.env,
+            algo.config.env_config, [0, 1], observations,
+        )
+        batch = _stack(observations)
+        results = algo.learner_group.foreach_learner(
+            lambda learner: mi_step_on_observations(learner, batch)
+        )
+        value = [r.get() for r in results][0]
+        after = _learner_module_states(algo)
+    finally:
+        algo.stop()
+    changed = _changed(states[ALLOCATOR], after[ALLOCATOR])
+    assert not _changed(states["worker"], after["worker"])
+    if not use_mutual_info:
+        assert value is None and not changed
+        return
+    assert np.isfinite(value)
+    assert any(k.startswith("net.") for k in changed)  # the shared encoder
+    assert any(k.startswith("mi.") for k in changed)  # the MINE critic
+    assert not any(k.startswith("net.ptr_") for k in changed)  # the evolved heads
+    assert not any(k.startswith("value_") for k in changed)  # the critic of PPO
+
+
 # ---------------------------------------------------------------------------- integration
 @pytest.mark.slow
 def test_training_iteration_runs_a_generation_and_checkpoints_keep_it(ray_session, tmp_path):
@@ -266,7 +329,7 @@ def test_training_iteration_runs_a_generation_and_checkpoints_keep_it(ray_sessio
         AlmaPPOConfig()
         .environment("save_the_city", env_config=SMALL)
         .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1)
+        .env_runners(num_env_runners=2, num_envs_per_env_runner=1)
         .alma(embed_dim=16)
         .mutual_info(mi_embed_dim=16)
         .evolution(population_size=3, tournament_size=2, episodes_per_eval=1, eval_workers=2)
@@ -277,7 +340,7 @@ def test_training_iteration_runs_a_generation_and_checkpoints_keep_it(ray_sessio
         initial = [dict(h) for h in getattr(algo, ATTRIBUTE).population]
         result = algo.train()
         evo = result["evolution"]
-        for key in ("best_fitness", "mean_fitness", "rl_fitness", "rl_rank"):
+        for key in ("best_fitness", "mean_fitness", "rl_fitness", "rl_rank", "ea_mi_value"):
             assert np.isfinite(evo[key])
         assert evo["generation"] == 1 and 1 <= evo["rl_rank"] <= 4
         state = getattr(algo, ATTRIBUTE)
