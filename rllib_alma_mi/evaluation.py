@@ -324,7 +324,10 @@ def evaluation_env_config(
             f"allocation='learned' needs a run trained with the learned allocator, this one "
             f"used {trained!r}"
         )
-    config[HIERARCHY_KEY] = {**config.get(HIERARCHY_KEY, {}), "allocation": allocation}
+    block = {**config.get(HIERARCHY_KEY, {}), "allocation": allocation}
+    if allocation != "learned":
+        block["imitation_steps"] = 0  # a training-time term of the learned allocator only
+    config[HIERARCHY_KEY] = block
     return config
 
 

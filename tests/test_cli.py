@@ -32,7 +32,7 @@ TINY = {
     "name": "tiny",
     "env": "save_the_city",
     "env_config": {"scenario": "2a_3b", "max_cycles": 30},
-    "alma": {"embed_dim": 16},
+    "alma": {"embed_dim": 16, "imitation_steps": 1000},
     "mutual_info": {"mi_embed_dim": 16},
     "training": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1},
     "env_runners": {"num_env_runners": 0, "num_envs_per_env_runner": 2},
