@@ -125,13 +125,21 @@ def _column(trials: list[Trial], name: str, known: dict, kind: str) -> tuple[str
 
 
 def config_identity(params: dict[str, Any]) -> dict[str, str]:
-    """The settings that define a configuration (everything but the seed), as text."""
-    flat = {}
+    """The settings that define a configuration (everything but the seed), as text.
+
+    The population's settings are named `evolution.<key>`, and `evolution` says whether it
+    is on at all.
+    """
+    flat = {"evolution": json.dumps("on" if params.get("evolution_config") else "off")}
     for path in setting_names():
         value: Any = params
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
+        if value is None:
+            continue
+        if path[0] == "evolution_config":
+            flat[f"evolution.{path[-1]}"] = json.dumps(value)
+        else:
             flat[path[-1] if path != ("lambda",) else "lambda_"] = json.dumps(value)
     for key, value in (params.get("env_config") or {}).items():
         if not key.startswith("_"):
@@ -144,6 +152,13 @@ def group_trials(trials: list[Trial]) -> dict[str, list[Trial]]:
     identities = [config_identity(t.params) for t in trials]
     keys = sorted(set().union(*identities))
     varying = [k for k in keys if len({ident.get(k) for ident in identities}) > 1]
+    if "evolution" in varying:
+        # With the population on in some runs only, its settings differ merely by being
+        # absent elsewhere: name them only when they also differ between runs that have it.
+        varying = [
+            k for k in varying if not k.startswith("evolution.")
+            or len({ident[k] for ident in identities if k in ident}) > 1
+        ]
     groups: dict[str, list[Trial]] = {}
     for trial, ident in zip(trials, identities, strict=True):
         if varying:

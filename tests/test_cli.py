@@ -261,6 +261,22 @@ def test_plot_groups_seeds_by_config_and_interpolates(tmp_path):
     assert (half > 0).any()
 
 
+def test_runs_with_and_without_the_population_are_labelled_by_it(tmp_path):
+    base = {"env": "save_the_city", "env_config": {"scenario": "2a_3b"}, "mi_weight": 0.001}
+    evolution = {"population_size": 5, "episodes_per_eval": 3}
+    write_trial(tmp_path / "plain", {**base, "seed": 0}, [100, 200], [0.1, 0.2])
+    write_trial(tmp_path / "ea", {**base, "seed": 0, "evolution_config": evolution},
+                [100, 200], [0.1, 0.3])
+    assert sorted(group_trials(find_trials([tmp_path]))) == ["evolution=off", "evolution=on"]
+    write_trial(tmp_path / "ea3", {**base, "seed": 0, "evolution_config": {
+        **evolution, "population_size": 3}}, [100, 200], [0.1, 0.3])
+    assert sorted(group_trials(find_trials([tmp_path]))) == [
+        "evolution=off, evolution.population_size=-",
+        "evolution=on, evolution.population_size=3",
+        "evolution=on, evolution.population_size=5",
+    ]
+
+
 def test_t_interval_matches_the_student_t_quantile():
     values = np.array([[1.0], [2.0], [3.0]])
     mean, half = t_interval(values)
