@@ -415,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("runs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("--metric", default="solved",
                       help="solved, return, tasks_completed, tasks_burned, episode_len, "
-                           "mi_value, mi_loss, or a progress.csv column")
+                           "mi_value, mi_loss, imitation_loss, the population's "
+                           "best_fitness, mean_fitness, rl_fitness, rl_rank, ea_mi_value, "
+                           "iteration_time, training_step_time, or a progress.csv column")
     plot.add_argument("--x", default="env_steps",
                       help="env_steps, iterations, time, sampled_steps, or a column")
     plot.add_argument("--out", metavar="FILE.png", help="default RUN_DIR/METRIC.png")

@@ -37,6 +37,16 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
         "MI lower-bound estimate (nats)",
     ),
     "mi_loss": (("learners/allocator/mi_loss", "learners/worker/mi_loss"), "MI loss"),
+    "imitation_loss": (("learners/allocator/imitation_loss",), "imitation loss (nats)"),
+    "best_fitness": (("evolution/best_fitness",), "best EA member's team return"),
+    "mean_fitness": (("evolution/mean_fitness",), "mean EA member's team return"),
+    "rl_fitness": (("evolution/rl_fitness",), "RL allocator's team return (greedy)"),
+    "rl_rank": (("evolution/rl_rank",), "RL allocator's rank in the population"),
+    "ea_mi_value": (("evolution/ea_mi_value",), "MI estimate on the EA rollouts (nats)"),
+    "iteration_time": (("time_this_iter_s",), "wall-clock time per iteration (s)"),
+    "training_step_time": (
+        ("timers/training_iteration",), "time per iteration without callbacks (s)"
+    ),
 }
 FRACTIONS = ("solved", "tasks_completed", "tasks_burned")
 X_AXES: dict[str, tuple[tuple[str, ...], str]] = {
