@@ -321,11 +321,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
     summary = summarize_runs(args.runs, window=args.window)
     table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")
-    for column in ("config", "seeds", "env steps", "completed %", "solved %", "team return"):
+    for column in ("config", "seeds", "env steps", "wall-clock", "completed %", "solved %",
+                   "team return"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for _, row in summary.iterrows():
         cells = [f"{row[m]:.1f} ± {row[m + '_ci95']:.1f}" for m in SUMMARY_METRICS]
-        table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}", *cells)
+        table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}",
+                      _duration(row["wall_clock_s"]), *cells)
     # Piped output (files, logs) gets a wide console so the configuration labels stay whole.
     Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
     if args.csv:

@@ -152,7 +152,7 @@ def config_identity(params: dict[str, Any]) -> dict[str, str]:
         else:
             flat[path[-1] if path != ("lambda",) else "lambda_"] = json.dumps(value)
     for key, value in (params.get("env_config") or {}).items():
-        if not key.startswith("_"):
+        if not key.startswith("_") and value is not None:  # None: the env's default
             flat[key] = json.dumps(value)
     return flat
 
@@ -280,8 +280,9 @@ def summarize_runs(
     """Final performance per configuration, one row each.
 
     Each seed's value is the mean of its last `window` iterations; a row holds the number of
-    seeds, their mean env steps, and per metric the mean over seeds and the half-width of the
-    95% t-interval (`<metric>` and `<metric>_ci95`). Fractions are in percent.
+    seeds, their mean env steps and wall-clock seconds at the end, and per metric the mean
+    over seeds and the half-width of the 95% t-interval (`<metric>` and `<metric>_ci95`).
+    Fractions are in percent.
     """
     if window < 1:
         raise PlotError(f"window={window}: must be at least 1 iteration")
@@ -298,6 +299,8 @@ def summarize_runs(
         tails = [t.table.apply(pd.to_numeric, errors="coerce").tail(window) for t in group]
         row: dict[str, Any] = {"config": label, "seeds": len(group)}
         row["env_steps"] = float(np.mean([tail[x_col].max() for tail in tails]))
+        times = [tail["time_total_s"].max() for tail in tails if "time_total_s" in tail]
+        row["wall_clock_s"] = float(np.mean(times)) if times else float("nan")
         for metric, column in columns.items():
             values = np.array([[tail[column].mean()] for tail in tails if column in tail])
             values = values[np.isfinite(values[:, 0])] if len(values) else values
