@@ -36,7 +36,7 @@ bench: setup
 	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
 
 learning: setup
-	$(PY) benchmarks/learning.py --methods heuristic flat alma_mi alma --seeds 0 1 \
+	$(PY) benchmarks/learning.py --methods heuristic flat alma_mi alma_mi_imitation alma --seeds 0 1 \
 		--budget 500000 --out results/learning_500k
 
 lint: setup
