@@ -1,9 +1,13 @@
 """Sampling + training throughput of AlmaPPO at the default settings, in one run.
 
     python benchmarks/train_throughput.py [--iters 3] [--scenario 2-5a_2-5b]
+    python benchmarks/train_throughput.py --shared-worker-encoder   # one worker encoder
+    python benchmarks/train_throughput.py --embed-dim 4 --num-epochs 1   # RLlib's own cost
 
 Prints env steps per second (the wrapped environment's own steps, and RLlib's step count,
-which also counts the allocator's decision steps) for flat PPO, ALMA without MI and ALMA with MI.
+which also counts the allocator's decision steps) for flat PPO, ALMA without MI and ALMA with MI,
+and the seconds per iteration spent sampling and in the learner. The options change one
+default each; with a tiny network and one epoch what is left is RLlib's own per-step cost.
 """
 
 from __future__ import annotations
@@ -22,30 +26,41 @@ METHODS = {
 }
 
 
-def measure(name: str, scenario: str, iters: int) -> dict:
+def measure(name: str, args: argparse.Namespace) -> dict:
     spec = METHODS[name]
+    alma = dict(spec["alma"])
+    if args.embed_dim is not None:
+        alma.update(embed_dim=args.embed_dim, n_heads=1)
+    if args.shared_worker_encoder is not None:
+        alma["shared_worker_encoder"] = args.shared_worker_encoder
     config = (
         AlmaPPOConfig()
-        .environment("save_the_city", env_config={"scenario": scenario})
-        .alma(**spec["alma"])
+        .environment("save_the_city", env_config={"scenario": args.scenario})
+        .alma(**alma)
         .mutual_info(**spec["mi"])
     )
+    if args.num_epochs is not None:
+        config.training(num_epochs=args.num_epochs)
+    if args.envs_per_runner is not None:
+        config.env_runners(num_envs_per_env_runner=args.envs_per_runner)
     algo = config.build_algo()
     try:
         algo.train()  # warm-up: process start, first compilation of the torch graph
         base0 = _base_steps(algo)
-        rllib0 = algo._counters.get("num_env_steps_sampled", 0)
         start = time.perf_counter()
-        for _ in range(iters):
+        sampling = learning = 0.0
+        for _ in range(args.iters):
             result = algo.train()
+            sampling += result["timers"]["env_runner_sampling_timer"]
+            learning += result["timers"]["learner_update_timer"]
         elapsed = time.perf_counter() - start
         base = _base_steps(algo, result) - base0
-        rllib = result["num_env_steps_sampled_lifetime"] - rllib0 if rllib0 else None
         return {
             "method": name,
             "base_steps_per_s": base / elapsed,
-            "seconds": elapsed,
-            "rllib_steps": rllib,
+            "sampling_s": sampling / args.iters,
+            "learning_s": learning / args.iters,
+            "steps_per_iter": base / args.iters,
         }
     finally:
         algo.stop()
@@ -60,16 +75,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--scenario", default="2-5a_2-5b")
+    parser.add_argument("--embed-dim", type=int, help="network width (n_heads becomes 1)")
+    parser.add_argument("--num-epochs", type=int, help="PPO epochs per batch")
+    parser.add_argument("--envs-per-runner", type=int, help="num_envs_per_env_runner")
+    parser.add_argument(
+        "--shared-worker-encoder", action=argparse.BooleanOptionalAction, default=None,
+        help="the worker's value head reads the policy's encoder (or its own)",
+    )
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    rows = [measure(name, args.scenario, args.iters) for name in METHODS]
+    rows = [measure(name, args) for name in METHODS]
     ray.shutdown()
-    print(f"\nsave_the_city {args.scenario}, default AlmaPPOConfig, {args.iters} iterations")
-    print(f"{'method':<14} {'env steps/s':>12} {'vs no MI':>9}")
+    changed = {k: v for k, v in vars(args).items() if v is not None and k not in ("iters",)}
+    print(f"\nsave_the_city, {changed}, otherwise default AlmaPPOConfig, {args.iters} iterations")
+    print(f"{'method':<14} {'env steps/s':>12} {'vs no MI':>9} {'steps/iter':>11} "
+          f"{'sampling s':>11} {'learner s':>10}")
     no_mi = next(r for r in rows if r["method"] == "ALMA, no MI")["base_steps_per_s"]
     for r in rows:
         rate = r["base_steps_per_s"]
-        print(f"{r['method']:<14} {rate:>12.0f} {rate / no_mi:>8.2f}x")
+        print(f"{r['method']:<14} {rate:>12.0f} {rate / no_mi:>8.2f}x {r['steps_per_iter']:>11.0f} "
+              f"{r['sampling_s']:>11.2f} {r['learning_s']:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class AlmaPPOConfig(PPOConfig):
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
         """Hierarchy and model settings: allocation, alloc_interval, worker_reward,
         subtask_mask, allocator_view, imitation_steps, imitation_weight, embed_dim, n_heads,
-        agent_attention, relative_scale."""
+        agent_attention, relative_scale, shared_worker_encoder."""
         unknown = sorted(set(kwargs) - set(_ALMA_KEYS))
         if unknown:
             raise ValueError(

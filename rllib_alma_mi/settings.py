@@ -159,6 +159,9 @@ class ModelSettings(_Settings):
     n_heads: int = 4
     agent_attention: bool = True
     relative_scale: float = 15.0  # weight of entity-minus-agent features (WorkerNet, AllocatorNet)
+    # True: the worker's value head reads the policy's encoder (one encoder to train instead of
+    # two, about half the learner's largest cost); False: a second encoder of its own.
+    shared_worker_encoder: bool = False
 
     def __post_init__(self) -> None:
         check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)
@@ -170,6 +173,7 @@ class ModelSettings(_Settings):
             )
         check_bool("agent_attention", self.agent_attention)
         check_float("relative_scale", self.relative_scale, 0.0)
+        check_bool("shared_worker_encoder", self.shared_worker_encoder)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ ALMA_VALID = {
     "n_heads": st.sampled_from([1, 2, 4]),
     "agent_attention": st.booleans(),
     "relative_scale": st.sampled_from([0.0, 1.0, 15.0]),
+    "shared_worker_encoder": st.booleans(),
 }
 MI_VALID = {
     "use_mutual_info": st.booleans(),

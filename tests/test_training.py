@@ -241,3 +241,26 @@ def test_imitation_pulls_the_allocator_toward_the_heuristic_with_a_decaying_weig
 def test_imitation_off_adds_nothing(trained_mi_algo):
     _, result = trained_mi_algo
     assert "imitation_loss" not in result["learners"]["allocator"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_worker_value_trains_the_policy_encoder_only_when_shared(shared):
+    algo = small_config(use_mutual_info=False).alma(shared_worker_encoder=shared).build_algo()
+    try:
+        module = algo.get_module("worker")
+        assert (module.vf_net is None) == shared
+        obs = _some_observations(algo)["worker"]
+        batch = {Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs)}
+        out = module.forward_train(batch)
+        assert (Columns.EMBEDDINGS in out) == shared
+        values = module.compute_values(batch, embeddings=out.get(Columns.EMBEDDINGS))
+        torch.testing.assert_close(values, module.compute_values(batch))
+        values.sum().backward()
+        policy_grad = module.pi_net.embed[0].weight.grad
+        if shared:
+            assert policy_grad is not None and policy_grad.abs().sum() > 0
+        else:
+            assert policy_grad is None
+            assert module.vf_net.embed[0].weight.grad.abs().sum() > 0
+    finally:
+        algo.stop()

@@ -109,7 +109,7 @@ class _AlmaModelV2(TorchModelV2, nn.Module):
         """Value of every row of the last forward pass: (B,)."""
         if self._obs is None:
             raise ValueError("value_function() needs a forward pass first")
-        return self.module.compute_values({Columns.OBS: self._obs})
+        return self.module.compute_values({Columns.OBS: self._obs}, embeddings=self._repr)
 
     def custom_loss(
         self, policy_loss: list[torch.Tensor], loss_inputs: SampleBatch

@@ -18,8 +18,9 @@ class WorkerModule(TorchRLModule, ValueFunctionAPI):
 
     Observation: the contract Dict (entities (E, F), entity_mask, obs_mask restricted to the
     subtask, agent_index, action_mask (A,), optional `state`). Output: masked logits (B, A).
-    The value head has its own encoder. With MI scheme 1 this module carries the MI term
-    (its hidden state vs. a summary of the centralized `state`).
+    The value head has an encoder of its own, or reads the policy's (`shared_worker_encoder`).
+    With MI scheme 1 this module carries the MI term (its hidden state vs. a summary of the
+    centralized `state`).
     """
 
     def setup(self) -> None:
@@ -34,7 +35,8 @@ class WorkerModule(TorchRLModule, ValueFunctionAPI):
             "relative_scale": cfg.get("relative_scale", 15.0),
         }
         self.pi_net = WorkerNet(n_features, n_actions, **sizes)
-        self.vf_net = WorkerNet(n_features, n_actions, **sizes)
+        shared = cfg.get("shared_worker_encoder", False)
+        self.vf_net = None if shared else WorkerNet(n_features, n_actions, **sizes)
         self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=n_features)
         if self.mi is not None and "state" not in space.spaces:
             raise ValueError(
@@ -55,10 +57,15 @@ class WorkerModule(TorchRLModule, ValueFunctionAPI):
         obs = self._acting_obs(batch)
         hidden = self.pi_net.encode(obs)
         out = {Columns.ACTION_DIST_INPUTS: self.pi_net.logits(hidden, obs["action_mask"])}
+        if self.vf_net is None:
+            out[Columns.EMBEDDINGS] = hidden  # PPO's loss hands it to compute_values
         if self.mi is not None:
             out.update(self.mi.inputs_from_worker(hidden, batch[Columns.OBS]))
         return out
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
-        obs = self._acting_obs(batch)
-        return self.vf_net.value(self.vf_net.encode(obs))
+        if self.vf_net is None:
+            if embeddings is None:
+                embeddings = self.pi_net.encode(self._acting_obs(batch))
+            return self.pi_net.value(embeddings)
+        return self.vf_net.value(self.vf_net.encode(self._acting_obs(batch)))
