@@ -20,6 +20,7 @@ from rllib_alma_mi.hierarchy import ALLOCATOR, HierarchicalEnv
 from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
 from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback
+from rllib_alma_mi.rllib.env_runner import AlmaEnvRunner
 from rllib_alma_mi.rllib.learner import AlmaPPOLearner
 from rllib_alma_mi.rllib.worker_module import WorkerModule
 from rllib_alma_mi.settings import (
@@ -203,6 +204,8 @@ class AlmaPPOConfig(PPOConfig):
             policies_to_train=list(module_ids),
         )
         self.rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
+        if self.env_runner_cls is None:
+            self.env_runners(env_runner_cls=AlmaEnvRunner)
         self._ensure_metrics_callback()
 
     def _ensure_metrics_callback(self) -> None:

@@ -264,3 +264,51 @@ def test_worker_value_trains_the_policy_encoder_only_when_shared(shared):
             assert module.vf_net.embed[0].weight.grad.abs().sum() > 0
     finally:
         algo.stop()
+
+
+def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatch):
+    from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+    from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+    from ray.rllib.utils.metrics import (
+        NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        NUM_EPISODES_LIFETIME,
+        NUM_MODULE_STEPS_SAMPLED_LIFETIME,
+    )
+
+    counters = (
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        NUM_EPISODES_LIFETIME,
+        NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+        NUM_MODULE_STEPS_SAMPLED_LIFETIME,
+    )
+    calls = []
+    original = MultiAgentEpisode.to_numpy
+
+    def counting(episode):
+        calls.append(episode.id_)
+        return original(episode)
+
+    def sample(runner_cls):
+        config = small_config(use_mutual_info=False)
+        if runner_cls is not None:
+            config.env_runners(env_runner_cls=runner_cls)
+        algo = config.build_algo()
+        try:
+            calls.clear()
+            episodes = algo.env_runner.sample(num_timesteps=300)  # several finished episodes
+            counts = {key: algo.env_runner.metrics.peek(key) for key in counters}
+            return episodes, counts, type(algo.env_runner)
+        finally:
+            algo.stop()
+
+    monkeypatch.setattr(MultiAgentEpisode, "to_numpy", counting)
+    stock_episodes, stock_counts, stock_cls = sample(MultiAgentEnvRunner)
+    episodes, counts, cls = sample(None)  # AlmaPPOConfig's own runner
+    assert stock_cls is MultiAgentEnvRunner and cls is not MultiAgentEnvRunner
+    assert sum(e.is_done for e in episodes) >= 3
+    assert all(e.is_numpy for e in episodes)
+    assert sorted(calls) == sorted(e.id_ for e in episodes)  # once each
+    # the same seeded rollout, so the same counts as RLlib's own runner
+    assert [len(e) for e in episodes] == [len(e) for e in stock_episodes]
+    assert counts == stock_counts
