@@ -312,3 +312,21 @@ def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatc
     # the same seeded rollout, so the same counts as RLlib's own runner
     assert [len(e) for e in episodes] == [len(e) for e in stock_episodes]
     assert counts == stock_counts
+
+
+def test_acting_builds_no_autograd_graph():
+    algo = small_config(use_mutual_info=False).build_algo()
+    try:
+        obs = _some_observations(algo)
+        for module_id in ("allocator", "worker"):
+            module = algo.get_module(module_id)
+            batch = {
+                Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs[module_id])
+            }
+            for forward in (module.forward_exploration, module.forward_inference):
+                out = forward(batch)
+                assert not any(
+                    t.requires_grad for t in tree.flatten(out) if isinstance(t, torch.Tensor)
+                ), (module_id, forward.__name__)
+    finally:
+        algo.stop()

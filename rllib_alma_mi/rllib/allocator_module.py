@@ -60,6 +60,7 @@ class AllocatorModule(TorchRLModule, ValueFunctionAPI):
         # Acting never reads the centralized `state` nor the heuristic's allocation.
         return {k: v for k, v in batch[Columns.OBS].items() if k not in TRAINING_ONLY_KEYS}
 
+    @torch.no_grad()
     def _act(self, batch: dict[str, Any], deterministic: bool) -> dict[str, Any]:
         obs = self._acting_obs(batch)
         allocation, log_prob, _, logits = self.net.sample(obs, deterministic=deterministic)

@@ -177,6 +177,12 @@ class AlmaPPOLearner(PPOTorchLearner):
             )
         return grads
 
+    def _make_batch_if_necessary(self, training_data):
+        # The learner connector computes every row's value for GAE (RLlib's connector does it
+        # with autograd on); nothing backpropagates through the batch.
+        with torch.no_grad():
+            return super()._make_batch_if_necessary(training_data)
+
     def _create_iterator_if_necessary(
         self,
         *,
