@@ -330,3 +330,26 @@ def test_acting_builds_no_autograd_graph():
                 ), (module_id, forward.__name__)
     finally:
         algo.stop()
+
+
+def test_acting_leaves_the_mode_alone_and_the_mode_changes_nothing():
+    """The modules act without RLlib's eval()/train() switch, which is only valid while their
+    output does not depend on the mode (no dropout, no batch norm)."""
+    algo = small_config(use_mutual_info=False).build_algo()
+    try:
+        obs = _some_observations(algo)
+        for module_id in ("allocator", "worker"):
+            module = algo.get_module(module_id)
+            batch = {
+                Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs[module_id])
+            }
+            module.train()
+            in_train_mode = module.forward_inference(batch)
+            assert module.training
+            module.eval()
+            in_eval_mode = module.forward_inference(batch)
+            assert not module.training
+            module.train()
+            torch.testing.assert_close(in_train_mode, in_eval_mode)
+    finally:
+        algo.stop()

@@ -13,6 +13,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from rllib_alma_mi.hierarchy import HEURISTIC_KEY
 from rllib_alma_mi.nn.allocation import AllocatorNet
 from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
+from rllib_alma_mi.rllib.acting import NoModeSwitchActing
 from rllib_alma_mi.rllib.mi_head import MIHead
 
 TRAINING_ONLY_KEYS = ("state", HEURISTIC_KEY)
@@ -20,7 +21,7 @@ TRAINING_ONLY_KEYS = ("state", HEURISTIC_KEY)
 IMITATION_LOGP = "imitation_logp"
 
 
-class AllocatorModule(TorchRLModule, ValueFunctionAPI):
+class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
     """Joint allocation policy over the hierarchy's allocator observation.
 
     Observation: the Dict of `HierarchicalEnv` (entities (E, F), masks, agent_mask (N,),

@@ -10,10 +10,11 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from rllib_alma_mi.nn.worker import WorkerNet
+from rllib_alma_mi.rllib.acting import NoModeSwitchActing
 from rllib_alma_mi.rllib.mi_head import MIHead
 
 
-class WorkerModule(TorchRLModule, ValueFunctionAPI):
+class WorkerModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
     """Low-level policy: the agent's row attends over the entities it may use.
 
     Observation: the contract Dict (entities (E, F), entity_mask, obs_mask restricted to the
