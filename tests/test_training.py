@@ -158,13 +158,18 @@ def _greedy_actions(algo, obs_by_module):
     out = {}
     for module_id, obs in obs_by_module.items():
         module = algo.get_module(module_id)
-        batch = {Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs)}
+        batch = _as_batch(obs)
         fwd = module.forward_inference(batch)
         if Columns.ACTIONS in fwd:
             out[module_id] = fwd[Columns.ACTIONS].numpy()
         else:
             out[module_id] = fwd[Columns.ACTION_DIST_INPUTS].argmax(-1).numpy()
     return out
+
+
+def _as_batch(obs):
+    """One observation as a batch of one, in torch."""
+    return {Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs)}
 
 
 def _some_observations(algo):
@@ -203,9 +208,7 @@ def test_acting_never_reads_the_centralized_state_nor_the_heuristic():
         obs = _some_observations(algo)
         assert "state" in obs["allocator"] and "heuristic_allocation" in obs["allocator"]
         module = algo.get_module("allocator")
-        batch = {
-            Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs["allocator"])
-        }
+        batch = _as_batch(obs["allocator"])
         scrambled = {Columns.OBS: dict(batch[Columns.OBS])}
         for key in ("state", "heuristic_allocation"):
             scrambled[Columns.OBS][key] = tree.map_structure(
@@ -250,7 +253,7 @@ def test_worker_value_trains_the_policy_encoder_only_when_shared(shared):
         module = algo.get_module("worker")
         assert (module.vf_net is None) == shared
         obs = _some_observations(algo)["worker"]
-        batch = {Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs)}
+        batch = _as_batch(obs)
         out = module.forward_train(batch)
         assert (Columns.EMBEDDINGS in out) == shared
         values = module.compute_values(batch, embeddings=out.get(Columns.EMBEDDINGS))
@@ -314,35 +317,20 @@ def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatc
     assert counts == stock_counts
 
 
-def test_acting_builds_no_autograd_graph():
+def test_acting_builds_no_graph_and_does_not_depend_on_the_mode():
+    """The modules act without autograd and without RLlib's eval()/train() switch, which is
+    only valid while their output does not depend on the mode (no dropout, no batch norm)."""
     algo = small_config(use_mutual_info=False).build_algo()
     try:
         obs = _some_observations(algo)
         for module_id in ("allocator", "worker"):
             module = algo.get_module(module_id)
-            batch = {
-                Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs[module_id])
-            }
+            batch = _as_batch(obs[module_id])
             for forward in (module.forward_exploration, module.forward_inference):
                 out = forward(batch)
                 assert not any(
                     t.requires_grad for t in tree.flatten(out) if isinstance(t, torch.Tensor)
                 ), (module_id, forward.__name__)
-    finally:
-        algo.stop()
-
-
-def test_acting_leaves_the_mode_alone_and_the_mode_changes_nothing():
-    """The modules act without RLlib's eval()/train() switch, which is only valid while their
-    output does not depend on the mode (no dropout, no batch norm)."""
-    algo = small_config(use_mutual_info=False).build_algo()
-    try:
-        obs = _some_observations(algo)
-        for module_id in ("allocator", "worker"):
-            module = algo.get_module(module_id)
-            batch = {
-                Columns.OBS: tree.map_structure(lambda v: torch.as_tensor(v)[None], obs[module_id])
-            }
             module.train()
             in_train_mode = module.forward_inference(batch)
             assert module.training
