@@ -41,6 +41,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     )
     if args.num_epochs is not None:
         config.training(num_epochs=args.num_epochs)
+    if args.minibatch_size is not None:
+        config.training(minibatch_size=args.minibatch_size)
     if args.envs_per_runner is not None:
         config.env_runners(num_envs_per_env_runner=args.envs_per_runner)
     algo = config.build_algo()
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--scenario", default="2-5a_2-5b")
     parser.add_argument("--embed-dim", type=int, help="network width (n_heads becomes 1)")
     parser.add_argument("--num-epochs", type=int, help="PPO epochs per batch")
+    parser.add_argument("--minibatch-size", type=int, help="rows per minibatch")
     parser.add_argument("--envs-per-runner", type=int, help="num_envs_per_env_runner")
     parser.add_argument(
         "--shared-worker-encoder", action=argparse.BooleanOptionalAction, default=None,
