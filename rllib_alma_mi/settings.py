@@ -160,7 +160,8 @@ class ModelSettings(_Settings):
     agent_attention: bool = True
     relative_scale: float = 15.0  # weight of entity-minus-agent features (WorkerNet, AllocatorNet)
     # True: the worker's value head reads the policy's encoder (one encoder to train instead of
-    # two, about half the learner's largest cost); False: a second encoder of its own.
+    # two: a third off the learner's time, but it learned half as much by 100k steps in
+    # results/shared_worker_encoder); False: a second encoder of its own.
     shared_worker_encoder: bool = False
 
     def __post_init__(self) -> None:
