@@ -73,11 +73,11 @@ class AlmaEnvRunner(MultiAgentEnvRunner):
         if self._episodes:
             log(NUM_EPISODES, self._episodes, reduce="sum")
             log(NUM_EPISODES_LIFETIME, self._episodes, reduce="lifetime_sum")
-        for key, counts in (
-            ((NUM_AGENT_STEPS_SAMPLED, NUM_AGENT_STEPS_SAMPLED_LIFETIME), self._agent_steps),
-            ((NUM_MODULE_STEPS_SAMPLED, NUM_MODULE_STEPS_SAMPLED_LIFETIME), self._module_steps),
+        for per_call, lifetime, counts in (
+            (NUM_AGENT_STEPS_SAMPLED, NUM_AGENT_STEPS_SAMPLED_LIFETIME, self._agent_steps),
+            (NUM_MODULE_STEPS_SAMPLED, NUM_MODULE_STEPS_SAMPLED_LIFETIME, self._module_steps),
         ):
             for name, count in counts.items():
-                log((key[0], name), count, reduce="sum")
-                log((key[1], name), count, reduce="lifetime_sum")
+                log((per_call, name), count, reduce="sum")
+                log((lifetime, name), count, reduce="lifetime_sum")
         self._reset_counts()
