@@ -72,6 +72,9 @@ class AlmaPPOConfig(PPOConfig):
             grad_clip=10.0,
             grad_clip_by="global_norm",
         )
+        # AlmaPPOLearner drops a module's non-finite update itself (see its docstring); RLlib's
+        # own per-tensor finiteness checks before stepping would only repeat that, twice.
+        self.framework(torch_skip_nan_gradients=True)
         # PPO samples and updates in turn: two env runners at half a CPU each fill both cores
         # while sampling, and the local learner takes the same cores while it updates.
         self.env_runners(
@@ -82,7 +85,9 @@ class AlmaPPOConfig(PPOConfig):
         )
         # RLlib's env check steps one action sampled from the unmasked action space, which a
         # masked allocation can violate; the contract check of the base env runs instead.
-        self.environment(disable_env_checking=True)
+        # Actions are discrete (the contract), so there is nothing to unsquash or clip, and
+        # RLlib would still deep-copy every action batch to find that out.
+        self.environment(disable_env_checking=True, normalize_actions=False)
         self.callbacks(TaskMetricsCallback)
         self.evolution_config = None  # the `.evolution()` block (off by default)
 

@@ -119,3 +119,42 @@ def test_relative_scale_is_validated():
         ModelSettings(relative_scale=-1.0)
     with pytest.raises(ValueError, match="relative_scale"):
         ModelSettings(relative_scale=float("nan"))
+
+
+def _unfolded_encode(net, obs):
+    """The worker's definition written plainly: embed every entity, attend from the own row."""
+    entities, index = obs["entities"], obs["agent_index"].long()
+    rows = torch.arange(entities.shape[0])
+    own = torch.nn.functional.one_hot(index, entities.shape[1]).bool()
+    usable = ((obs["entity_mask"] > 0) & (obs["obs_mask"] > 0)) | own
+    entities = entities.masked_fill(~usable[..., None], 0.0)
+    own_rows = entities[rows, index][:, None].expand_as(entities)
+    emb = net.embed(torch.cat([entities, own_rows, net.relative_scale * (entities - own_rows)], -1))
+    own_emb = emb[rows, index][:, None]
+    read = net.readout(own_emb, emb, usable)
+    return net.hidden(torch.cat([own_emb, read], dim=-1)).squeeze(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_folded_readout_equals_embedding_every_entity_then_attending(seed):
+    """encode() folds the key/value projections into the query side; values and gradients
+    must equal the plain computation's."""
+    torch.manual_seed(seed)
+    net = WorkerNet(F, A, embed_dim=D, n_heads=4)
+    obs = make_obs(seed)
+    padding = obs["entity_mask"] == 0
+    padding[torch.arange(B), obs["agent_index"]] = False
+    obs["entities"][padding] = float("nan")  # padding may hold anything
+    fast = net.encode(obs)
+    grads_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()), allow_unused=True)
+    plain = _unfolded_encode(net, obs)
+    grads_plain = torch.autograd.grad(
+        plain.square().sum(), list(net.parameters()), allow_unused=True
+    )
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    names = [name for name, _ in net.named_parameters()]
+    for name, g_fast, g_plain in zip(names, grads_fast, grads_plain, strict=True):
+        if g_plain is None:  # the heads
+            assert g_fast is None, name
+            continue
+        torch.testing.assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-5, msg=name)

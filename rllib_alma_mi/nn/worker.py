@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -61,16 +63,46 @@ class WorkerNet(nn.Module):
                 f"obs['agent_index'] must lie in [0, {e}), got values in "
                 f"[{int(index.min())}, {int(index.max())}]"
             )
+        rows = torch.arange(b, device=entities.device)
         own = torch.nn.functional.one_hot(index, e).bool()
         usable = (as_bool(obs["entity_mask"]) & as_bool(obs["obs_mask"])) | own  # (B, E)
         entities = entities.masked_fill(~usable[..., None], 0.0)
-        own = entities[torch.arange(b, device=entities.device), index]  # (B, F)
+        own = entities[rows, index]  # (B, F)
         own_rows = own[:, None].expand_as(entities)
         relative = self.relative_scale * (entities - own_rows)
-        emb = self.embed(torch.cat([entities, own_rows, relative], dim=-1))
-        own_emb = emb[torch.arange(b, device=emb.device), index][:, None]  # (B, 1, D)
-        read = self.readout(own_emb, emb, usable)
-        return self.hidden(torch.cat([own_emb, read], dim=-1)).squeeze(1)
+        first, second = self.embed[0], self.embed[2]
+        h = torch.relu(first(torch.cat([entities, own_rows, relative], dim=-1)))  # (B, E, D)
+        own_emb = second(h[rows, index])  # (B, D)
+        read = self._read(own_emb, h, usable)
+        return self.hidden(torch.cat([own_emb, read], dim=-1))
+
+    def _read(self, own_emb: torch.Tensor, h: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+        """`readout(own_emb, embed[2](h), usable)` with the entity embedding folded in.
+
+        The one query meets the keys only through dot products, and the values only through a
+        weighted sum, so the key and value projections (and the embedding's last layer, all
+        linear) act once per sample on the query side instead of once per entity:
+        q . W_k (W2 h_j + b2) = ((W_k W2)^T q) . h_j + q . W_k b2, whose last term is the same
+        for every entity and so leaves the softmax unchanged, and
+        W_v sum_j w_j (W2 h_j + b2) = (W_v W2) sum_j w_j h_j + W_v b2 (the weights
+        sum to 1).
+        Same function and gradients (up to float rounding), about three times fewer
+        operations for SaveTheCity's 11 entities.
+        """
+        att, w2, b2 = self.readout, self.embed[2].weight, self.embed[2].bias
+        b, n_heads, head_dim = h.shape[0], att.n_heads, att.head_dim
+        q = att.q(own_emb).view(b, n_heads, head_dim)
+        key_w = (att.k.weight @ w2).view(n_heads, head_dim, -1)
+        query = torch.einsum("bhd,hdf->bhf", q, key_w)  # (B, H, D)
+        scores = query @ h.transpose(1, 2) / math.sqrt(head_dim)  # (B, H, E)
+        # The agent's own row is always usable: no row of the softmax is fully masked, and the
+        # weights sum to 1.
+        weights = torch.softmax(scores.masked_fill(~usable[:, None, :], MASKED_LOGIT), dim=-1)
+        pooled = weights @ h  # (B, H, D)
+        value_w = (att.v.weight @ w2).view(n_heads, head_dim, -1)
+        value_b = (att.v.weight @ b2).view(n_heads, head_dim)
+        mixed = torch.einsum("bhf,hdf->bhd", pooled, value_w) + value_b
+        return att.out(mixed.reshape(b, -1))
 
     def logits(self, hidden: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
         if action_mask.shape != (hidden.shape[0], self.n_actions):

@@ -97,6 +97,17 @@ class AlmaPPOLearner(PPOTorchLearner):
         self._imitation_weight = imitation_weight_at(self.config, 0)
         super().build()
 
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        # RLlib's Adam, fused into one kernel over all parameters: on CPU torch defaults to
+        # one Python-level step per parameter tensor.
+        params = self.get_parameters(self._module[module_id])
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer=torch.optim.Adam(params, fused=True),
+            params=params,
+            lr_or_lr_schedule=config.lr,
+        )
+
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
