@@ -107,8 +107,8 @@ ALMA_KEYS = (
 )
 MI_KEYS = MutualInfoSettings.keys()
 # Sections whose keys a sweep may vary (`--grid key=v1,v2`), in lookup order for bare keys
-# (env_config and evolution keys are always written section.key).
-GRID_SECTIONS = ("mutual_info", "alma", "training", "env_config", "evolution")
+# (env_config, evolution and env_runners keys are always written section.key).
+GRID_SECTIONS = ("mutual_info", "alma", "training", "env_config", "evolution", "env_runners")
 # What a file leaves out: sections left empty take the library's defaults (AlmaPPOConfig).
 BASE_DEFAULTS: dict[str, Any] = {
     "env": "save_the_city",
@@ -563,8 +563,8 @@ def resolve_grid_key(key: str, flag: str = "--grid") -> tuple[str, str]:
                           "section, as sweeping one turns the population on)")
     every = [k for keys in candidates.values() for k in keys]
     raise ConfigError(
-        f"{flag} {key}: unknown key;{suggest(key, every)} write section.key for env_config "
-        f"and evolution keys (e.g. env_config.sight_range); sweepable sections: "
+        f"{flag} {key}: unknown key;{suggest(key, every)} write section.key for env_config, "
+        f"evolution and env_runners keys (e.g. env_config.sight_range); sweepable sections: "
         f"{', '.join(GRID_SECTIONS)}"
     )
 
@@ -647,6 +647,7 @@ def setting_names() -> list[tuple[str, ...]]:
     names = [("env",)] + [(k,) for k in ALMA_KEYS + MI_KEYS]
     names += [config_key("training", k) for k in TRAINING_RULES]
     names += [config_key("evolution", k) for k in evolution_keys()]
+    names += [config_key("env_runners", k) for k in ENV_RUNNER_RULES]
     return names
 
 

@@ -277,6 +277,15 @@ def test_runs_with_and_without_the_population_are_labelled_by_it(tmp_path):
     ]
 
 
+def test_runs_differing_in_an_env_runners_setting_are_labelled_by_it(tmp_path):
+    base = {"env": "save_the_city", "env_config": {"scenario": "2a_3b"}, "mi_weight": 0.001}
+    write_trial(tmp_path / "a", {**base, "num_envs_per_env_runner": 4}, [100, 200], [0.1, 0.2])
+    write_trial(tmp_path / "b", {**base, "num_envs_per_env_runner": 8}, [100, 200], [0.1, 0.3])
+    assert sorted(group_trials(find_trials([tmp_path]))) == [
+        "num_envs_per_env_runner=4", "num_envs_per_env_runner=8"
+    ]
+
+
 def test_t_interval_matches_the_student_t_quantile():
     values = np.array([[1.0], [2.0], [3.0]])
     mean, half = t_interval(values)

@@ -240,6 +240,16 @@ def test_evolution_section_reaches_the_config(tmp_path):
     assert empty.evolution is None  # an empty section counts as left out
 
 
+def test_env_runners_settings_can_be_swept(tmp_path):
+    spec = load_experiment(write(tmp_path, TINY))
+    grid = parse_grid(spec.to_dict(), ["env_runners.num_envs_per_env_runner=4,8"])
+    assert grid == {("env_runners", "num_envs_per_env_runner"): [4, 8]}
+    space = param_space(spec, grid, seeds=[0])
+    assert space["num_envs_per_env_runner"] == {"grid_search": [4, 8]}
+    with pytest.raises(ConfigError, match=r"\(value 0\)"):
+        parse_grid(spec.to_dict(), ["env_runners.num_envs_per_env_runner=4,0"])
+
+
 def test_evolution_typo_names_the_key_and_suggests(tmp_path):
     message = error_of(tmp_path, with_section("evolution", populaton_size=4))
     assert "exp.yaml" in message
