@@ -318,7 +318,7 @@ def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatc
 
 
 def test_acting_builds_no_graph_and_does_not_depend_on_the_mode():
-    """The modules act without autograd and without RLlib's eval()/train() switch, which is
+    """The modules act in inference mode and without RLlib's eval()/train() switch, which is
     only valid while their output does not depend on the mode (no dropout, no batch norm)."""
     algo = small_config(use_mutual_info=False).build_algo()
     try:
@@ -327,10 +327,9 @@ def test_acting_builds_no_graph_and_does_not_depend_on_the_mode():
             module = algo.get_module(module_id)
             batch = _as_batch(obs[module_id])
             for forward in (module.forward_exploration, module.forward_inference):
-                out = forward(batch)
-                assert not any(
-                    t.requires_grad for t in tree.flatten(out) if isinstance(t, torch.Tensor)
-                ), (module_id, forward.__name__)
+                tensors = [t for t in tree.flatten(forward(batch)) if isinstance(t, torch.Tensor)]
+                assert not any(t.requires_grad for t in tensors), (module_id, forward.__name__)
+                assert all(t.is_inference() for t in tensors), (module_id, forward.__name__)
             module.train()
             in_train_mode = module.forward_inference(batch)
             assert module.training
