@@ -35,9 +35,10 @@ BENCHES := env_throughput mine_speed mine_gaussian train_throughput scripted_ref
 bench: setup
 	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
 
+# results/learning_500k ran with four envs per env runner, the default then.
 learning: setup
 	$(PY) benchmarks/learning.py --methods heuristic flat alma_mi alma_mi_imitation alma --seeds 0 1 \
-		--budget 500000 --out results/learning_500k
+		--budget 500000 --envs-per-runner 4 --out results/learning_500k
 
 lint: setup
 	$(VENV)/bin/ruff check .

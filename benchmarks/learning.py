@@ -34,7 +34,13 @@ COLUMNS = ("iter", "time", "base_steps", "team_return", "completed", "solved", "
 
 
 def train(
-    method: str, seed: int, budget: int, scenario: str, out: Path, checkpoints: Path | None = None
+    method: str,
+    seed: int,
+    budget: int,
+    scenario: str,
+    out: Path,
+    checkpoints: Path | None = None,
+    envs_per_runner: int | None = None,
 ) -> Path:
     from rllib_alma_mi import AlmaPPOConfig
 
@@ -47,6 +53,8 @@ def train(
         .mutual_info(use_mutual_info=spec["mi"])
         .debugging(seed=seed)
     )
+    if envs_per_runner is not None:
+        config.env_runners(num_envs_per_env_runner=envs_per_runner)
     algo = config.build_algo()
     path = out / f"{method}_s{seed}.csv"
     start, steps, iteration = time.perf_counter(), 0, 0
@@ -150,6 +158,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="also save each run's final algorithm under DIR/<method>_s<seed>")
     parser.add_argument("--window", type=int, default=10, help="iterations averaged at the end")
+    parser.add_argument("--envs-per-runner", type=int, default=None,
+                        help="num_envs_per_env_runner (default: the library's)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.summarize:
@@ -158,7 +168,8 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         for method in args.methods:
             for seed in args.seeds:
-                path = train(method, seed, args.budget, args.scenario, args.out, args.checkpoints)
+                path = train(method, seed, args.budget, args.scenario, args.out, args.checkpoints,
+                             args.envs_per_runner)
                 print("wrote", path)
         ray.shutdown()
     summarize(args.out, args.window)
