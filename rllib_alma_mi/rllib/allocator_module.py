@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
@@ -14,6 +13,7 @@ from rllib_alma_mi.hierarchy import HEURISTIC_KEY
 from rllib_alma_mi.nn.allocation import AllocatorNet
 from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
 from rllib_alma_mi.rllib.acting import NoModeSwitchActing
+from rllib_alma_mi.rllib.allocation_dist import joint_allocation_cls
 from rllib_alma_mi.rllib.mi_head import MIHead
 
 TRAINING_ONLY_KEYS = ("state", HEURISTIC_KEY)
@@ -29,8 +29,8 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
     indices.
     Exploration/inference sample autoregressively and return the actions, their joint log-prob
     and the per-step conditional logits (B, N*T); training recomputes those logits in one
-    teacher-forced pass, so RLlib's MultiCategorical over them gives the exact joint log-prob;
-    with `heuristic_allocation` observed it also gives that allocation's joint log-prob
+    teacher-forced pass, so `JointAllocation` over them gives the exact joint log-prob; with
+    `heuristic_allocation` observed it also gives that allocation's joint log-prob
     (`imitation_logp`, for the learner's imitation term).
 
     model_config: `embed_dim`, `n_heads`, `agent_attention`, `relative_scale`, and the MI
@@ -99,7 +99,7 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         return self.value_out(pooled).squeeze(-1)
 
     def _dist_cls(self):
-        return TorchMultiCategorical.get_partial_dist_cls(input_lens=[self.n_tasks] * self.n_slots)
+        return joint_allocation_cls(self.n_tasks)
 
     def get_train_action_dist_cls(self):
         return self._dist_cls()
