@@ -90,6 +90,8 @@ class AlmaPPOLearner(PPOTorchLearner):
     `result["learners"][module_id]["num_nonfinite_updates"]` (a lifetime count) goes up by one.
     RLlib's own handling would not do this: by default it zeroes NaN gradients and turns inf
     into huge values before stepping, and with `torch_skip_nan_gradients=True` it steps on them.
+    (`AlmaPPOConfig` sets that flag: nothing non-finite reaches RLlib's step, and the flag turns
+    off its per-tensor checks.)
     """
 
     def build(self) -> None:
