@@ -11,8 +11,9 @@ from ray.rllib.core.columns import Columns
 
 from envs.contract import ContractError
 from rllib_alma_mi import AlmaPPOConfig, register_env
-from rllib_alma_mi.hierarchy import ALLOCATOR
+from rllib_alma_mi.hierarchy import ALLOCATOR, HEURISTIC_KEY
 from rllib_alma_mi.registry import make_env
+from rllib_alma_mi.rllib.allocator_module import IMITATION_LOGP
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -237,6 +238,24 @@ def test_imitation_pulls_the_allocator_toward_the_heuristic_with_a_decaying_weig
             # the weight of this update comes from the lifetime count after its sampling
             assert learner["imitation_weight"] == pytest.approx(2.0 * (1 - sampled / steps))
         assert losses[-1] < 0.5 * losses[0]
+    finally:
+        algo.stop()
+
+
+def test_imitation_stops_scoring_the_heuristic_once_its_weight_is_zero():
+    config = small_config(use_mutual_info=False).alma(imitation_steps=1000)
+    algo = config.build_algo()
+    try:
+        allocator = algo.learner_group._learner.module["allocator"].unwrapped()
+        weights = [algo.train()["learners"]["allocator"]["imitation_weight"] for _ in range(4)]
+        assert weights[0] > 0 and weights[-1] == 0.0
+        assert not allocator.imitating
+        batch = _as_batch(_some_observations(algo)["allocator"])
+        batch[Columns.ACTIONS] = torch.zeros(1, allocator.n_slots, dtype=torch.long)
+        assert HEURISTIC_KEY in batch[Columns.OBS]
+        assert IMITATION_LOGP not in allocator.forward_train(batch)
+        allocator.imitating = True
+        assert IMITATION_LOGP in allocator.forward_train(batch)
     finally:
         algo.stop()
 

@@ -92,24 +92,22 @@ def test_errors(net):
 
 
 def test_entities_are_embedded_with_their_scaled_difference_to_the_agent():
-    """One grid cell (1/15) must reach the first layer as a unit-sized input."""
-    net = WorkerNet(F, A, embed_dim=D, relative_scale=15.0)
+    """One grid cell (1/15) must reach the first layer as a unit-sized input: with the
+    absolute features' weights at zero, the embedding sees only 15 * (entity - agent)."""
     obs = make_obs()
     obs["entity_mask"][:] = 1
     obs["obs_mask"][:] = 1
-    seen = {}
-    net.embed[0].register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
-    net(obs)
-    x = seen["x"]  # (B, E, 3F): entity, own, 15 * (entity - own)
-    index = obs["agent_index"].long()
-    own = obs["entities"][torch.arange(B), index]
-    torch.testing.assert_close(x[..., :F], obs["entities"])
-    torch.testing.assert_close(x[..., F:2 * F], own[:, None].expand(B, E, F))
-    torch.testing.assert_close(x[..., 2 * F:], 15.0 * (obs["entities"] - own[:, None]))
+    torch.manual_seed(0)
+    net = WorkerNet(F, A, embed_dim=D, relative_scale=15.0)
+    with torch.no_grad():
+        net.embed[0].weight[:, : 2 * F] = 0.0  # entity and own columns
+    unit = WorkerNet(F, A, embed_dim=D, relative_scale=1.0)
+    unit.load_state_dict(net.state_dict())
+    scaled = dict(obs, entities=15.0 * obs["entities"])
+    torch.testing.assert_close(net.encode(obs), unit.encode(scaled))
     step = dict(obs, entities=obs["entities"].clone())
     step["entities"][..., 0] += 1.0 / 15  # everything one cell further, the agent included
-    net(step)
-    torch.testing.assert_close(seen["x"][..., 2 * F:], x[..., 2 * F:])  # relations unchanged
+    torch.testing.assert_close(net.encode(step), net.encode(obs))  # relations unchanged
 
 
 def test_relative_scale_is_validated():

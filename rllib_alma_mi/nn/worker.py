@@ -68,11 +68,13 @@ class WorkerNet(nn.Module):
         usable = (as_bool(obs["entity_mask"]) & as_bool(obs["obs_mask"])) | own  # (B, E)
         entities = entities.masked_fill(~usable[..., None], 0.0)
         own = entities[rows, index]  # (B, F)
-        own_rows = own[:, None].expand_as(entities)
-        relative = self.relative_scale * (entities - own_rows)
-        first, second = self.embed[0], self.embed[2]
-        h = torch.relu(first(torch.cat([entities, own_rows, relative], dim=-1)))  # (B, E, D)
-        own_emb = second(h[rows, index])  # (B, D)
+        # embed[0](cat(x, own, s (x - own))) = x (W_x + s W_r)^T + own (W_own - s W_r)^T + bias:
+        # the same first layer with the agent's part computed once per sample, not per entity.
+        w_x, w_own, w_rel = self.embed[0].weight.split(self.entity_dim, dim=1)
+        scale = self.relative_scale
+        per_sample = torch.addmm(self.embed[0].bias, own, (w_own - scale * w_rel).T)  # (B, D)
+        h = torch.relu(entities @ (w_x + scale * w_rel).T + per_sample[:, None])  # (B, E, D)
+        own_emb = self.embed[2](h[rows, index])  # (B, D)
         read = self._read(own_emb, h, usable)
         return self.hidden(torch.cat([own_emb, read], dim=-1))
 

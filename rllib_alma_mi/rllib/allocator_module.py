@@ -56,6 +56,9 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
         self.value_out = torch.nn.Linear(embed_dim, 1)
         self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=self.n_features)
+        # Whether forward_train scores the heuristic's allocation; the learner turns it off
+        # once the imitation weight has decayed to 0.
+        self.imitating = True
 
     def _acting_obs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         # Acting never reads the centralized `state` nor the heuristic's allocation.
@@ -85,7 +88,7 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         enc = self.net.encode(obs)
         _, _, logits = self.net.log_prob(obs, batch[Columns.ACTIONS].long(), enc=enc)
         out = {Columns.ACTION_DIST_INPUTS: logits.flatten(1)}
-        if HEURISTIC_KEY in batch[Columns.OBS]:
+        if self.imitating and HEURISTIC_KEY in batch[Columns.OBS]:
             target = batch[Columns.OBS][HEURISTIC_KEY].long()
             out[IMITATION_LOGP], _, _ = self.net.log_prob(obs, target, enc=enc)
         if self.mi is not None:

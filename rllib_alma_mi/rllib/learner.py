@@ -134,13 +134,22 @@ class AlmaPPOLearner(PPOTorchLearner):
             mask = mask.to(logp.dtype)
             nll = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
         self.metrics.log_value((module_id, "imitation_loss"), nll.detach(), window=1)
-        self.metrics.log_value((module_id, "imitation_weight"), self._imitation_weight, window=1)
         return self._imitation_weight * nll
 
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         steps = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME) or 0
         self._imitation_weight = imitation_weight_at(self.config, steps)
+        if not getattr(self.config, "imitation_steps", 0):
+            return
+        for module_id in self.module.keys():
+            module = self.module[module_id].unwrapped()
+            if hasattr(module, "imitating"):
+                # Past the decay the heuristic's allocation is no longer scored at all.
+                module.imitating = self._imitation_weight > 0
+                self.metrics.log_value(
+                    (module_id, "imitation_weight"), self._imitation_weight, window=1
+                )
 
     def _with_mi_term(
         self,
