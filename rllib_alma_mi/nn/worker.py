@@ -88,7 +88,7 @@ class WorkerNet(nn.Module):
         for every entity and so leaves the softmax unchanged, and
         W_v sum_j w_j (W2 h_j + b2) = (W_v W2) sum_j w_j h_j + W_v b2 (the weights
         sum to 1).
-        Same function and gradients (up to float rounding), about three times fewer
+        Same function and gradients (up to float rounding), with several times fewer
         operations for SaveTheCity's 11 entities.
         """
         att, w2, b2 = self.readout, self.embed[2].weight, self.embed[2].bias
