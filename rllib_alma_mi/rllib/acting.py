@@ -15,11 +15,10 @@ class NoModeSwitchActing:
 
     RLlib's `forward_exploration`/`forward_inference` call `eval()` and then `train()`, and its
     `forward_train` calls `train()`, each walking every submodule on every call (about 5% of
-    the sampling time; a tenth of the allocator's training forward pass under cProfile). Here
-    the acting passes call the module's own passes directly, under `torch.inference_mode`
-    (which skips the per-operation bookkeeping of `no_grad`: the allocator acts about a fifth
-    faster), and `forward_train` sets training mode only when it is off. Acting outputs only
-    ever become actions and numpy columns, never inputs of a gradient.
+    the sampling time). Here the acting passes call the module's own passes directly, under
+    `torch.inference_mode` (which skips the per-operation bookkeeping that `no_grad` keeps),
+    and `forward_train` sets training mode only when it is off. Acting outputs only ever become
+    actions and numpy columns, never inputs of a gradient.
     """
 
     def forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
