@@ -33,7 +33,7 @@ def test_logp_entropy_and_kl_equal_rllibs_multicategorical(seed):
     torch.testing.assert_close(ours.kl(ours), torch.zeros(B))
 
 
-def test_logp_gradient_reaches_the_logits_of_chosen_entries_only():
+def test_logp_gradient_is_finite_and_zero_on_masked_choices():
     logits = step_logits(3).requires_grad_(True)
     actions = torch.zeros(B, N, dtype=torch.long)
     JointAllocation(logits, T).logp(actions).sum().backward()
