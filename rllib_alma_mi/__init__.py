@@ -7,8 +7,8 @@ stay importable without Ray. Loading them registers the built-in environments wi
 from importlib import import_module
 
 _LAZY = {
-    "AlmaPPO": "rllib_alma_mi.config",
-    "AlmaPPOConfig": "rllib_alma_mi.config",
+    "AlmaPPO": "rllib_alma_mi.algorithm",
+    "AlmaPPOConfig": "rllib_alma_mi.algorithm",
     "HierarchicalEnv": "rllib_alma_mi.hierarchy",
     "register_env": "rllib_alma_mi.registry",
     "registered_envs": "rllib_alma_mi.registry",

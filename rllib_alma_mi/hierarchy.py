@@ -16,15 +16,16 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from envs.contract import binary_box
+from rllib_alma_mi.keys import (
+    ALLOCATOR,
+    BASE_ENV_STEPS,
+    EPISODE_STATS,
+    HEURISTIC_ALLOCATION,
+    STATE,
+    STATE_KEYS,
+    TEAM_RETURN,
+)
 from rllib_alma_mi.settings import HierarchySettings
-
-ALLOCATOR = "allocator"
-STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")
-# The allocator observation's key holding the heuristic's allocation (the imitation target).
-HEURISTIC_KEY = "heuristic_allocation"
-EPISODE_STATS = ("solved", "tasks_completed_frac", "tasks_burned_frac")
-# Added by the hierarchy at the last step: the team's return (comparable across methods, unlike
-# RLlib's episode return, which sums every agent's reward) and the wrapped env's step count.
 
 
 class HierarchicalEnv(MultiAgentEnv):
@@ -87,7 +88,7 @@ class HierarchicalEnv(MultiAgentEnv):
     def _worker_space(self) -> gym.spaces.Dict:
         spaces = dict(self._base_obs_space.spaces)
         if self.settings.include_state:
-            spaces["state"] = self._state_space()
+            spaces[STATE] = self._state_space()
         return gym.spaces.Dict(spaces)
 
     def _allocator_space(self) -> gym.spaces.Dict:
@@ -98,11 +99,11 @@ class HierarchicalEnv(MultiAgentEnv):
         spaces["agent_mask"] = binary_box((self.n_slots,))
         spaces["agent_obs_mask"] = binary_box((self.n_slots, self.n_entities))
         if self.settings.imitation:
-            spaces[HEURISTIC_KEY] = gym.spaces.Box(
+            spaces[HEURISTIC_ALLOCATION] = gym.spaces.Box(
                 0, self.n_tasks - 1, (self.n_slots,), dtype=np.int64
             )
         if self.settings.include_state:
-            spaces["state"] = self._state_space()
+            spaces[STATE] = self._state_space()
         return gym.spaces.Dict(spaces)
 
     # ----------------------------------------------------------------------------- episode
@@ -176,8 +177,8 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def _final_step(self, rewards: dict, infos: dict, terminated: bool, truncated: bool):
         stats = {k: infos[self._live[0]][k] for k in EPISODE_STATS if k in infos[self._live[0]]}
-        stats["base_env_steps"] = self._t
-        stats["team_return"] = self._team_return
+        stats[BASE_ENV_STEPS] = self._t
+        stats[TEAM_RETURN] = self._team_return
         obs = self._worker_obs()
         out_infos = {a: {**infos.get(a, {}), **stats} for a in obs}
         if self.learned:
@@ -299,9 +300,9 @@ class HierarchicalEnv(MultiAgentEnv):
             "agent_obs_mask": agent_obs_mask,
         }
         if self.settings.imitation:
-            obs[HEURISTIC_KEY] = self._heuristic_allocation()
+            obs[HEURISTIC_ALLOCATION] = self._heuristic_allocation()
         if self.settings.include_state:
-            obs["state"] = self._state_obs()
+            obs[STATE] = self._state_obs()
         return obs
 
     def _worker_obs(self) -> dict[str, dict[str, np.ndarray]]:
@@ -321,7 +322,7 @@ class HierarchicalEnv(MultiAgentEnv):
                 allowed[slot] = True
                 obs["obs_mask"] = (obs["obs_mask"].astype(bool) & allowed).astype(np.int8)
             if self.settings.include_state:
-                obs["state"] = self._state_obs()
+                obs[STATE] = self._state_obs()
             out[a] = obs
         return out
 

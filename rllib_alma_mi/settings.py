@@ -213,6 +213,72 @@ class MutualInfoSettings(_Settings):
         return "worker" if self.mi_scheme == 1 else "allocator"
 
 
+@dataclass(frozen=True)
+class EvolutionSettings(_Settings):
+    """Settings of the evolutionary population (`AlmaPPOConfig().evolution(...)`).
+
+    population_size: number of EA members (the RL team is extra).
+    elite_fraction: share of the population kept unchanged each generation.
+    tournament_size: members drawn (without replacement) per tournament.
+    mutation_prob: probability that an individual is mutated.
+    mutation_frac: probability that a weight of a mutated individual is changed.
+    mutation_std: std of the Gaussian noise relative to the weight's magnitude |w|.
+    super_mutation_prob: probability that a changed weight gets 10x the noise.
+    reset_prob: probability that a changed weight is re-initialised.
+    episodes_per_eval: episodes per member per generation (fitness = mean team return).
+    generations_every: training iterations between generations.
+    inject_rl_every: generations between injections of the RL head (0 = never).
+    eval_workers: parallel Ray tasks per evaluation (each plays a chunk of members).
+    ea_mi_steps: gradient steps of the allocator's MI term per generation on the allocator
+        observations of the evaluation episodes (0 = the EA rollouts train nothing).
+    """
+
+    population_size: int = 5
+    elite_fraction: float = 0.2
+    tournament_size: int = 3
+    mutation_prob: float = 0.9
+    mutation_frac: float = 0.1
+    mutation_std: float = 0.1
+    super_mutation_prob: float = 0.05
+    reset_prob: float = 0.05
+    episodes_per_eval: int = 3
+    generations_every: int = 1
+    inject_rl_every: int = 1
+    eval_workers: int = 2
+    ea_mi_steps: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("population_size", self.population_size, 2, 1000)
+        check_float("elite_fraction", self.elite_fraction, 0.0, 1.0)
+        check_int("tournament_size", self.tournament_size, 1, 1000)
+        check_float("mutation_prob", self.mutation_prob, 0.0, 1.0)
+        check_float("mutation_frac", self.mutation_frac, 0.0, 1.0)
+        check_float("mutation_std", self.mutation_std, 0.0, 1e3)
+        check_float("super_mutation_prob", self.super_mutation_prob, 0.0, 1.0)
+        check_float("reset_prob", self.reset_prob, 0.0, 1.0)
+        check_int("episodes_per_eval", self.episodes_per_eval, 1, 10_000)
+        check_int("generations_every", self.generations_every, 1)
+        check_int("inject_rl_every", self.inject_rl_every, 0)
+        check_int("eval_workers", self.eval_workers, 1, 1000)
+        check_int("ea_mi_steps", self.ea_mi_steps, 0, 1000)
+        if self.tournament_size > self.population_size:
+            raise ValueError(
+                f"tournament_size={self.tournament_size} is out of range; it must be <= "
+                f"population_size={self.population_size}"
+            )
+        if self.super_mutation_prob + self.reset_prob > 1.0:
+            raise ValueError(
+                f"super_mutation_prob + reset_prob = "
+                f"{self.super_mutation_prob + self.reset_prob} is out of range; "
+                "the sum must be <= 1"
+            )
+
+    def n_elites(self) -> int:
+        if self.elite_fraction == 0:
+            return 0
+        return min(self.population_size, max(1, round(self.elite_fraction * self.population_size)))
+
+
 def check_combination(hierarchy: HierarchySettings, mi: MutualInfoSettings) -> None:
     """Reject settings that are valid alone but meaningless together."""
     if mi.use_mutual_info and mi.mi_scheme in (2, 3) and hierarchy.allocation != "learned":

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from rllib_alma_mi.cli import progress_line
-from rllib_alma_mi.plotting import (
+from rllib_alma_mi.app.cli import progress_line
+from rllib_alma_mi.app.plotting import (
     aggregate,
     find_trials,
     group_trials,
@@ -46,7 +46,7 @@ PROGRESS = re.compile(r"iter (\d+)/(\d+) \| env steps [\d,]+ \| return \S+ \| so
 def command(*args: str) -> list[str]:
     if SCRIPT.exists():
         return [str(SCRIPT), *args]
-    return [sys.executable, "-m", "rllib_alma_mi.cli", *args]
+    return [sys.executable, "-m", "rllib_alma_mi.app.cli", *args]
 
 
 def run(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from rllib_alma_mi import AlmaPPOConfig
-from rllib_alma_mi.config import _ALMA_KEYS
+from rllib_alma_mi.algorithm import _ALMA_KEYS
 from rllib_alma_mi.settings import (
     ALLOCATIONS,
     ALLOCATOR_VIEWS,

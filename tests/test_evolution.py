@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rllib_alma_mi import AlmaPPOConfig
-from rllib_alma_mi.evolution import (
+from rllib_alma_mi.evolution.population import (
     ATTRIBUTE,
     STATE_KEY,
     EvolutionSettings,
@@ -24,7 +24,7 @@ from rllib_alma_mi.evolution import (
     select_parents,
     tournament,
 )
-from rllib_alma_mi.hierarchy import ALLOCATOR
+from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.nn.allocation import AllocatorNet
 
 SMALL = {"scenario": "2a_3b", "max_cycles": 30}

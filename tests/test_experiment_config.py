@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rllib_alma_mi.evolution import EvolutionSettings
-from rllib_alma_mi.experiment import (
+from rllib_alma_mi.app.experiment import (
     DEFAULT_EXPERIMENT,
     BudgetStopper,
     ConfigError,
@@ -19,6 +18,7 @@ from rllib_alma_mi.experiment import (
     parse_value,
     setting_names,
 )
+from rllib_alma_mi.settings import EvolutionSettings
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
 TINY = {

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from custom_env import LineVisitEnv
 
-from rllib_alma_mi.hierarchy import ALLOCATOR, HierarchicalEnv
+from rllib_alma_mi.hierarchy import HierarchicalEnv
+from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.settings import HierarchySettings
 
 

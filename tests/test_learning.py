@@ -12,7 +12,7 @@ import pytest
 from custom_env import parallel_env as line_visit
 
 from rllib_alma_mi import AlmaPPOConfig, register_env
-from rllib_alma_mi.evaluation import evaluate
+from rllib_alma_mi.app.evaluation import evaluate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 

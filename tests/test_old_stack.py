@@ -9,11 +9,11 @@ from ray.rllib.models.modelv2 import restore_original_dimensions
 from ray.rllib.models.preprocessors import get_preprocessor
 
 from rllib_alma_mi import AlmaPPOConfig
-from rllib_alma_mi.checkpoints import load_algorithm, save_checkpoint, uses_new_api_stack
-from rllib_alma_mi.hierarchy import ALLOCATOR
+from rllib_alma_mi.app.checkpoints import load_algorithm, save_checkpoint, uses_new_api_stack
+from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.registry import make_env
-from rllib_alma_mi.rllib.action_dist_v2 import AllocationDistribution
-from rllib_alma_mi.rllib.model_v2 import AllocatorModelV2, WorkerModelV2
+from rllib_alma_mi.rllib.old_stack.action_dist import AllocationDistribution
+from rllib_alma_mi.rllib.old_stack.model_v2 import AllocatorModelV2, WorkerModelV2
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -17,8 +17,8 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from rllib_alma_mi import AlmaPPOConfig
-from rllib_alma_mi.checkpoints import load_algorithm, save_checkpoint
-from rllib_alma_mi.hierarchy import ALLOCATOR
+from rllib_alma_mi.app.checkpoints import load_algorithm, save_checkpoint
+from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.nn.mine import MEASURES, MINE
 from rllib_alma_mi.registry import make_env
 

@@ -11,7 +11,8 @@ from ray.rllib.core.columns import Columns
 
 from envs.contract import ContractError
 from rllib_alma_mi import AlmaPPOConfig, register_env
-from rllib_alma_mi.hierarchy import ALLOCATOR, HEURISTIC_KEY
+from rllib_alma_mi.keys import ALLOCATOR
+from rllib_alma_mi.keys import HEURISTIC_ALLOCATION as HEURISTIC_KEY
 from rllib_alma_mi.registry import make_env
 from rllib_alma_mi.rllib.allocator_module import IMITATION_LOGP
 

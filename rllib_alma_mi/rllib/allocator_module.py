@@ -9,7 +9,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_alma_mi.hierarchy import HEURISTIC_KEY
+from rllib_alma_mi.keys import HEURISTIC_ALLOCATION as HEURISTIC_KEY
 from rllib_alma_mi.nn.allocation import AllocatorNet
 from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
 from rllib_alma_mi.rllib.acting import NoModeSwitchActing

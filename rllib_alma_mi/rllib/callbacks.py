@@ -6,7 +6,12 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rllib_alma_mi.hierarchy import EPISODE_STATS
+from rllib_alma_mi.keys import (
+    BASE_ENV_STEPS,
+    BASE_ENV_STEPS_LIFETIME,
+    EPISODE_STATS,
+    TEAM_RETURN,
+)
 
 
 def _final_stats(episode: Any) -> dict[str, Any] | None:
@@ -17,7 +22,7 @@ def _final_stats(episode: Any) -> dict[str, Any] | None:
         infos = (episode.last_info_for(a) or {} for a in episode.get_agents())
     else:  # the old stack passes the exception of a failed episode
         return None
-    return next((i for i in infos if "base_env_steps" in i), None)
+    return next((i for i in infos if BASE_ENV_STEPS in i), None)
 
 
 class TaskMetricsCallback(RLlibCallback):
@@ -35,22 +40,33 @@ class TaskMetricsCallback(RLlibCallback):
         stats = _final_stats(episode)
         if stats is None:
             return
-        values = {k: float(stats[k]) for k in (*EPISODE_STATS, "team_return") if k in stats}
-        steps = int(stats["base_env_steps"])
+        values = {k: float(stats[k]) for k in (*EPISODE_STATS, TEAM_RETURN) if k in stats}
+        steps = int(stats[BASE_ENV_STEPS])
         if metrics_logger is None:
             if hasattr(episode, "custom_metrics"):
                 episode.custom_metrics.update(values, base_env_steps=steps)
             return
         for key, value in values.items():
             metrics_logger.log_value(key, value, window=100)
-        metrics_logger.log_value("base_env_steps", steps, window=100)
-        metrics_logger.log_value("num_base_env_steps_lifetime", steps, reduce="lifetime_sum")
+        metrics_logger.log_value(BASE_ENV_STEPS, steps, window=100)
+        metrics_logger.log_value(BASE_ENV_STEPS_LIFETIME, steps, reduce="lifetime_sum")
 
     def on_train_result(self, *, result: dict, **kwargs) -> None:
         runners = result.get("env_runners")
         custom = runners.get("custom_metrics") if isinstance(runners, dict) else None
         if not custom:
             return
-        for key in (*EPISODE_STATS, "team_return", "base_env_steps"):
+        for key in (*EPISODE_STATS, TEAM_RETURN, BASE_ENV_STEPS):
             if f"{key}_mean" in custom and key not in runners:
                 runners[key] = custom[f"{key}_mean"]
+
+
+def add_callback(config: Any, callback: type) -> None:
+    """Append `callback` to `config.callbacks_class` unless a subclass of it is there already
+    (RLlib's default `RLlibCallback` placeholder is dropped)."""
+    current = config.callbacks_class
+    classes = list(current) if isinstance(current, (list, tuple)) else [current]
+    if any(isinstance(c, type) and issubclass(c, callback) for c in classes):
+        return
+    classes = [c for c in classes if c is not RLlibCallback]
+    config.callbacks_class = classes + [callback] if classes else callback

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rllib_alma_mi.checkpoints import load_algorithm, uses_new_api_stack
+from rllib_alma_mi.app.checkpoints import load_algorithm, uses_new_api_stack
 
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 
@@ -98,7 +98,7 @@ class GreedyActor:
     """
 
     def __init__(self, algo: Any, env: Any):
-        from rllib_alma_mi.config import agent_to_module
+        from rllib_alma_mi.keys import agent_to_module
 
         self._module_of = agent_to_module
         self.algo = algo
@@ -190,7 +190,7 @@ def make_eval_env(env_name: str, env_config: dict[str, Any], render: bool = Fals
 
     The env kwargs are checked first: a bad `--env-config` raises `ConfigError`.
     """
-    from rllib_alma_mi.experiment import check_env_config
+    from rllib_alma_mi.app.experiment import check_env_config
     from rllib_alma_mi.registry import make_env
 
     kwargs = {k: v for k, v in env_config.items() if not k.startswith("_")}
@@ -211,7 +211,7 @@ def run_episode(
 ) -> EpisodeStats:
     """Play one greedy episode; `on_frame(env)` is called whenever the workers are about to
     act (after each allocation and env step) and at the end."""
-    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.keys import ALLOCATOR
 
     obs, _ = env.reset(seed=seed)
     team_size = len(env.base.agents)

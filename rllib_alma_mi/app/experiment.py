@@ -40,6 +40,7 @@ import yaml
 from ray.tune.stopper import Stopper
 
 from rllib_alma_mi.settings import (
+    EvolutionSettings,
     HierarchySettings,
     ModelSettings,
     MutualInfoSettings,
@@ -122,18 +123,6 @@ BASE_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 10,
     "seed": 0,
 }
-
-
-def evolution_settings() -> type:
-    """`EvolutionSettings`, imported on first use (`rllib_alma_mi.evolution` imports torch)."""
-    from rllib_alma_mi.evolution import EvolutionSettings
-
-    return EvolutionSettings
-
-
-def evolution_keys() -> tuple[str, ...]:
-    """The keys of the `evolution` section: those of `EvolutionSettings`."""
-    return evolution_settings().keys()
 
 
 class ConfigError(ValueError):
@@ -392,7 +381,7 @@ def validate(raw: Mapping[str, Any], source: str, name: str = "experiment") -> E
 
 def _check_settings(source: str, merged: dict[str, Any]) -> None:
     for section, keys in (("alma", ALMA_KEYS), ("mutual_info", MI_KEYS),
-                          ("evolution", evolution_keys())):
+                          ("evolution", EvolutionSettings.keys())):
         for key in merged[section] or {}:
             if key not in keys:
                 raise ConfigError(
@@ -417,7 +406,7 @@ def _check_settings(source: str, merged: dict[str, Any]) -> None:
     if merged["evolution"] is None:
         return
     try:
-        evolution_settings()(**merged["evolution"])
+        EvolutionSettings(**merged["evolution"])
     except ValueError as exc:
         raise ConfigError(f"{source}: evolution: {exc}") from None
     if hierarchy.allocation != "learned":
@@ -558,7 +547,7 @@ def resolve_grid_key(key: str, flag: str = "--grid") -> tuple[str, str]:
     found = [s for s, keys in candidates.items() if key in keys]
     if len(found) == 1:
         return found[0], "lambda_" if key == "lambda" else key
-    if key in evolution_keys():
+    if key in EvolutionSettings.keys():
         raise ConfigError(f"{flag} {key}: write evolution.{key} (evolution keys take their "
                           "section, as sweeping one turns the population on)")
     every = [k for keys in candidates.values() for k in keys]
@@ -590,7 +579,7 @@ def parse_grid(
 # ----------------------------------------------------------------------------------- building
 def build_config(spec: ExperimentSpec):
     """The `AlmaPPOConfig` of an experiment (not yet validated by RLlib, so Tune can vary it)."""
-    from rllib_alma_mi.config import AlmaPPOConfig
+    from rllib_alma_mi.algorithm import AlmaPPOConfig
 
     training = dict(spec.training)
     config = (
@@ -629,7 +618,7 @@ def param_space(
         if section == "evolution" and space.get("evolution_config") is None:
             # Sweeping an evolution key turns the population on (as `--set` does), with
             # the defaults for the other keys.
-            space["evolution_config"] = evolution_settings()().to_dict()
+            space["evolution_config"] = EvolutionSettings().to_dict()
         path = config_key(section, key)
         target = space
         for part in path[:-1]:
@@ -646,7 +635,7 @@ def setting_names() -> list[tuple[str, ...]]:
     """Config-dict paths that identify a configuration (used to group trials over seeds)."""
     names = [("env",)] + [(k,) for k in ALMA_KEYS + MI_KEYS]
     names += [config_key("training", k) for k in TRAINING_RULES]
-    names += [config_key("evolution", k) for k in evolution_keys()]
+    names += [config_key("evolution", k) for k in EvolutionSettings.keys()]
     names += [config_key("env_runners", k) for k in ENV_RUNNER_RULES]
     return names
 
@@ -723,7 +712,7 @@ def make_tuner(space: dict[str, Any], output: Path, stop: Mapping[str, Any],
     """A `ray.tune.Tuner` over the AlmaPPO trainable with the given param space."""
     from ray.tune import TuneConfig, Tuner
 
-    from rllib_alma_mi.config import AlmaPPO
+    from rllib_alma_mi.algorithm import AlmaPPO
 
     return Tuner(
         AlmaPPO,
@@ -737,7 +726,7 @@ def restore_tuner(output: Path):
     """The Tuner of an interrupted run at `output`, continuing from each trial's checkpoint."""
     from ray.tune import Tuner
 
-    from rllib_alma_mi.config import AlmaPPO
+    from rllib_alma_mi.algorithm import AlmaPPO
 
     return Tuner.restore(str(output), trainable=AlmaPPO, resume_unfinished=True,
                          resume_errored=True)

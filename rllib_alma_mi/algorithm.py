@@ -6,7 +6,6 @@ from dataclasses import replace
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
-from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
@@ -16,10 +15,11 @@ from rllib_alma_mi.evolution import (
     evolution_state,
     restore_evolution_state,
 )
-from rllib_alma_mi.hierarchy import ALLOCATOR, HierarchicalEnv
+from rllib_alma_mi.hierarchy import HierarchicalEnv
+from rllib_alma_mi.keys import ALLOCATOR, WORKER, agent_to_module
 from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
-from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback
+from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback, add_callback
 from rllib_alma_mi.rllib.env_runner import AlmaEnvRunner
 from rllib_alma_mi.rllib.learner import AlmaPPOLearner
 from rllib_alma_mi.rllib.worker_module import WorkerModule
@@ -30,15 +30,9 @@ from rllib_alma_mi.settings import (
     check_combination,
 )
 
-WORKER = "worker"
 _ALMA_KEYS = (
     tuple(k for k in HierarchySettings.keys() if k != "include_state") + ModelSettings.keys()
 )
-
-
-def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
-    """Policy mapping: the allocator agent to `allocator`, every low-level agent to `worker`."""
-    return ALLOCATOR if agent_id == ALLOCATOR else WORKER
 
 
 class AlmaPPOConfig(PPOConfig):
@@ -214,15 +208,7 @@ class AlmaPPOConfig(PPOConfig):
         self.rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         if self.env_runner_cls is None:
             self.env_runners(env_runner_cls=AlmaEnvRunner)
-        self._ensure_metrics_callback()
-
-    def _ensure_metrics_callback(self) -> None:
-        current = self.callbacks_class
-        classes = list(current) if isinstance(current, (list, tuple)) else [current]
-        if any(isinstance(c, type) and issubclass(c, TaskMetricsCallback) for c in classes):
-            return
-        classes = [c for c in classes if c is not RLlibCallback]
-        self.callbacks_class = classes + [TaskMetricsCallback] if classes else TaskMetricsCallback
+        add_callback(self, TaskMetricsCallback)
 
     def get_default_learner_class(self):
         return AlmaPPOLearner

@@ -77,81 +77,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from rllib_alma_mi.settings import _Settings, check_float, check_int
+from rllib_alma_mi.rllib.callbacks import add_callback
+from rllib_alma_mi.settings import EvolutionSettings
 
 HEAD_PREFIX = "ptr_"
 STATE_KEY = "alma_evolution"
 ATTRIBUTE = "_alma_evolution"
 SUPER_MUTATION_SCALE = 10.0
 Head = dict[str, torch.Tensor]
-
-
-# --------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class EvolutionSettings(_Settings):
-    """Settings of the evolutionary population (`AlmaPPOConfig().evolution(...)`).
-
-    population_size: number of EA members (the RL team is extra).
-    elite_fraction: share of the population kept unchanged each generation.
-    tournament_size: members drawn (without replacement) per tournament.
-    mutation_prob: probability that an individual is mutated.
-    mutation_frac: probability that a weight of a mutated individual is changed.
-    mutation_std: std of the Gaussian noise relative to the weight's magnitude |w|.
-    super_mutation_prob: probability that a changed weight gets 10x the noise.
-    reset_prob: probability that a changed weight is re-initialised.
-    episodes_per_eval: episodes per member per generation (fitness = mean team return).
-    generations_every: training iterations between generations.
-    inject_rl_every: generations between injections of the RL head (0 = never).
-    eval_workers: parallel Ray tasks per evaluation (each plays a chunk of members).
-    ea_mi_steps: gradient steps of the allocator's MI term per generation on the allocator
-        observations of the evaluation episodes (0 = the EA rollouts train nothing).
-    """
-
-    population_size: int = 5
-    elite_fraction: float = 0.2
-    tournament_size: int = 3
-    mutation_prob: float = 0.9
-    mutation_frac: float = 0.1
-    mutation_std: float = 0.1
-    super_mutation_prob: float = 0.05
-    reset_prob: float = 0.05
-    episodes_per_eval: int = 3
-    generations_every: int = 1
-    inject_rl_every: int = 1
-    eval_workers: int = 2
-    ea_mi_steps: int = 1
-
-    def __post_init__(self) -> None:
-        check_int("population_size", self.population_size, 2, 1000)
-        check_float("elite_fraction", self.elite_fraction, 0.0, 1.0)
-        check_int("tournament_size", self.tournament_size, 1, 1000)
-        check_float("mutation_prob", self.mutation_prob, 0.0, 1.0)
-        check_float("mutation_frac", self.mutation_frac, 0.0, 1.0)
-        check_float("mutation_std", self.mutation_std, 0.0, 1e3)
-        check_float("super_mutation_prob", self.super_mutation_prob, 0.0, 1.0)
-        check_float("reset_prob", self.reset_prob, 0.0, 1.0)
-        check_int("episodes_per_eval", self.episodes_per_eval, 1, 10_000)
-        check_int("generations_every", self.generations_every, 1)
-        check_int("inject_rl_every", self.inject_rl_every, 0)
-        check_int("eval_workers", self.eval_workers, 1, 1000)
-        check_int("ea_mi_steps", self.ea_mi_steps, 0, 1000)
-        if self.tournament_size > self.population_size:
-            raise ValueError(
-                f"tournament_size={self.tournament_size} is out of range; it must be <= "
-                f"population_size={self.population_size}"
-            )
-        if self.super_mutation_prob + self.reset_prob > 1.0:
-            raise ValueError(
-                f"super_mutation_prob + reset_prob = "
-                f"{self.super_mutation_prob + self.reset_prob} is out of range; "
-                "the sum must be <= 1"
-            )
-
-    def n_elites(self) -> int:
-        if self.elite_fraction == 0:
-            return 0
-        return min(self.population_size, max(1, round(self.elite_fraction * self.population_size)))
 
 
 # --------------------------------------------------------------------------------- heads
@@ -339,8 +274,7 @@ def play_episode(
     """
     from ray.rllib.core.columns import Columns
 
-    from rllib_alma_mi.config import agent_to_module
-    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.keys import ALLOCATOR, agent_to_module
 
     obs, _ = env.reset(seed=seed)
     while True:
@@ -396,7 +330,7 @@ def evaluate_heads_locally(
     Fresh copies of the modules are built here; the heads are loaded into the allocator copy.
     With `observations` given, every allocator observation played is appended to it.
     """
-    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.keys import ALLOCATOR
 
     env = _make_env(env_name, env_config)
     modules = {}
@@ -493,7 +427,7 @@ def mi_step_on_observations(learner: Any, observations: dict[str, Any]) -> float
     carries no MI term. Only the encoder and the MINE critic get gradients (the pointer head
     and the value net do not enter the term); the worker module is left alone, and a
     non-finite loss skips the step."""
-    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.keys import ALLOCATOR
     from rllib_alma_mi.rllib.allocator_module import TRAINING_ONLY_KEYS
 
     module = learner.module[ALLOCATOR].unwrapped()
@@ -628,7 +562,7 @@ def _module_specs(algo: Any, module_ids: list[str]) -> dict[str, Any]:
 
 
 def _state_of(algo: Any) -> EvolutionState:
-    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.keys import ALLOCATOR
 
     state = getattr(algo, ATTRIBUTE, None)
     if state is None:
@@ -642,7 +576,7 @@ def _state_of(algo: Any) -> EvolutionState:
 
 def run_generation(algo: Any) -> dict[str, float]:
     """Evaluate the population and the RL head, log, and breed the next generation."""
-    from rllib_alma_mi.hierarchy import ALLOCATOR
+    from rllib_alma_mi.keys import ALLOCATOR
 
     settings = settings_of(algo.config)
     state = _state_of(algo)
@@ -709,13 +643,7 @@ def restore_evolution_state(algo: Any, state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- RLlib glue
-try:
-    from ray.rllib.callbacks.callbacks import RLlibCallback as _Callback
-except ImportError:  # pragma: no cover - the project requires ray[rllib]
-    _Callback = object
-
-
-class EvolutionCallback(_Callback):
+class EvolutionCallback(RLlibCallback):
     """Runs a generation every `generations_every` iterations; logs `evolution/...`."""
 
     def on_algorithm_init(self, *, algorithm: Any, **kwargs: Any) -> None:
@@ -750,7 +678,4 @@ def attach_evolution(config: Any) -> None:
             f"allocation={config.allocation!r}; call .alma(allocation='learned') or drop "
             ".evolution()"
         )
-    current = config.callbacks_class
-    classes = list(current) if isinstance(current, (list, tuple)) else [current]
-    if not any(isinstance(c, type) and issubclass(c, EvolutionCallback) for c in classes):
-        config.callbacks_class = classes + [EvolutionCallback]
+    add_callback(config, EvolutionCallback)

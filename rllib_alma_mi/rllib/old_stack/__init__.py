@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from ray.rllib.policy.policy import PolicySpec
 
-from rllib_alma_mi.hierarchy import ALLOCATOR
-from rllib_alma_mi.rllib.action_dist_v2 import ALLOCATION_DIST
-from rllib_alma_mi.rllib.model_v2 import ALLOCATOR_MODEL, WORKER_MODEL
+from rllib_alma_mi.keys import ALLOCATOR, agent_to_module
+from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback, add_callback
+from rllib_alma_mi.rllib.old_stack.action_dist import ALLOCATION_DIST
+from rllib_alma_mi.rllib.old_stack.model_v2 import ALLOCATOR_MODEL, WORKER_MODEL
 
 if TYPE_CHECKING:
-    from rllib_alma_mi.config import AlmaPPOConfig
+    from rllib_alma_mi.algorithm import AlmaPPOConfig
 
 
 def wire_old_stack(config: AlmaPPOConfig) -> None:
@@ -29,8 +30,6 @@ def wire_old_stack(config: AlmaPPOConfig) -> None:
     `custom_model_config` carries the `.alma()` model settings and the `.mutual_info()` block,
     with `mi_enabled` set on the policy that carries the MI term.
     """
-    from rllib_alma_mi.config import agent_to_module
-
     if config.enable_env_runner_and_connector_v2:
         raise ValueError(
             "AlmaPPOConfig on the old API stack needs both switches off: "
@@ -63,4 +62,4 @@ def wire_old_stack(config: AlmaPPOConfig) -> None:
         policy_mapping_fn=agent_to_module,
         policies_to_train=list(policy_ids),
     )
-    config._ensure_metrics_callback()
+    add_callback(config, TaskMetricsCallback)

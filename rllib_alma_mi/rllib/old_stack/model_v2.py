@@ -33,8 +33,8 @@ from ray.rllib.policy.sample_batch import SampleBatch
 from torch import nn
 
 from rllib_alma_mi.nn.allocation import MASKED_LOGIT, AllocEncoding
-from rllib_alma_mi.rllib.action_dist_v2 import ALLOCATION_DIST
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
+from rllib_alma_mi.rllib.old_stack.action_dist import ALLOCATION_DIST
 from rllib_alma_mi.rllib.worker_module import WorkerModule
 
 ALLOCATOR_MODEL = "alma_allocator"

@@ -34,9 +34,9 @@ class UsageError(ValueError):
 
 
 def _errors() -> tuple[type[Exception], ...]:
-    from rllib_alma_mi.evaluation import EvaluationError
-    from rllib_alma_mi.experiment import ConfigError
-    from rllib_alma_mi.plotting import PlotError
+    from rllib_alma_mi.app.evaluation import EvaluationError
+    from rllib_alma_mi.app.experiment import ConfigError
+    from rllib_alma_mi.app.plotting import PlotError
 
     return ConfigError, EvaluationError, PlotError, UsageError
 
@@ -178,7 +178,7 @@ def _report(results: Any, output: Path) -> int:
 
 # ----------------------------------------------------------------------------------- verbs
 def cmd_train(args: argparse.Namespace) -> int:
-    from rllib_alma_mi import experiment as ex
+    from rllib_alma_mi.app import experiment as ex
 
     if args.resume:
         given = [f for f in ("config", "set", "stop_iters", "stop_timesteps", "seed",
@@ -212,7 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rllib_alma_mi import experiment as ex
+    from rllib_alma_mi.app import experiment as ex
 
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be at least 1")
@@ -233,7 +233,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    from rllib_alma_mi.experiment import parse_value
+    from rllib_alma_mi.app.experiment import parse_value
 
     out = {}
     for item in items or []:
@@ -268,7 +268,7 @@ def _print_evaluation(evaluation: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rllib_alma_mi import evaluation as ev
+    from rllib_alma_mi.app import evaluation as ev
 
     if args.episodes < 1:
         raise UsageError(f"--episodes {args.episodes}: must be at least 1")
@@ -288,8 +288,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from rllib_alma_mi import evaluation as ev
-    from rllib_alma_mi.rendering import record_episode
+    from rllib_alma_mi.app import evaluation as ev
+    from rllib_alma_mi.app.rendering import record_episode
 
     overrides = _key_values(args.env_config, "--env-config")
     ev.find_checkpoint(args.checkpoint)
@@ -303,7 +303,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.plotting import plot_runs
+    from rllib_alma_mi.app.plotting import plot_runs
 
     out = args.out or str(Path(args.runs[0]) / f"{args.metric}.png")
     summary = plot_runs(args.runs, args.metric, out, x=args.x)
@@ -317,7 +317,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from rllib_alma_mi.plotting import SUMMARY_METRICS, export_curves, summarize_runs
+    from rllib_alma_mi.app.plotting import SUMMARY_METRICS, export_curves, summarize_runs
 
     summary = summarize_runs(args.runs, window=args.window)
     table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")

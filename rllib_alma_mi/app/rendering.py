@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from rllib_alma_mi.evaluation import (
+from rllib_alma_mi.app.evaluation import (
     EpisodeStats,
     GreedyActor,
     evaluation_env_config,

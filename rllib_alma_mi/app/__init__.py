@@ -1,0 +1,2 @@
+"""The application layer: command line, experiment files, evaluation, plotting, rendering,
+checkpoints."""
