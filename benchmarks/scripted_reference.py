@@ -16,7 +16,6 @@ import argparse
 import numpy as np
 
 from envs.save_the_city import (
-    _MOVE_DELTAS,
     BUILD,
     BUILDER,
     EXTINGUISH,
@@ -28,11 +27,12 @@ from envs.save_the_city import (
     F_Y,
     FREEZE,
     GRID_SIZE,
+    MOVE_DELTAS,
     SaveTheCityEnv,
     heuristic_allocation,
 )
 
-_MOVES = np.array(_MOVE_DELTAS)  # (dx, dy) of the move actions 0..8
+_MOVES = np.array(MOVE_DELTAS)  # (dx, dy) of the move actions 0..8
 
 
 def scripted_actions(env: SaveTheCityEnv, obs: dict, allocation: np.ndarray) -> dict[str, int]:

@@ -1,4 +1,6 @@
-"""Checker for the entity-task observation contract (DESIGN.md section 3).
+"""Checker for the entity-task observation contract.
+
+The contract is specified in the README, section "The entity-task observation contract".
 
 ``check_env(env)`` resets and steps any PettingZoo ``ParallelEnv`` with random valid actions
 and raises ``ContractError`` at the first violation, naming the key, the expected and the

@@ -3,7 +3,7 @@
 ``MPESpreadTasks`` wraps ``mpe2.simple_spread_v3.parallel_env(continuous_actions=False)``.
 Dynamics, actions (``Discrete(5)``: no-op, left, right, down, up), rewards, terminations and
 truncations are those of the wrapped env, unchanged; only observations and infos are
-rewritten into the contract (DESIGN.md section 3).
+rewritten into the contract (README, section "The entity-task observation contract").
 
 Entities (E = 2N, F = 6, T = N): rows ``0..N-1`` are the agents in ``possible_agents``
 order, rows ``N..2N-1`` are the landmarks; landmark ``t`` is entity row ``N + t`` and task

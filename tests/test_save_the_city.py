@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -23,6 +24,7 @@ from envs.save_the_city import (
     N_ACTIONS,
     STAY,
 )
+from envs.save_the_city.render import draw_city
 
 SCENARIOS = [
     "2-5a_2-5b",
@@ -556,3 +558,125 @@ def test_render_needs_a_mode():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="render_mode"):
         env.render()
+
+
+# ------------------------------------------------------------------ recorded behaviour
+# Digests recorded from the single-module implementation this package was split from: the
+# rules, the random draws and the drawing must not change under refactoring.
+RECORDED_ROLLOUTS = {
+    ("2-5a_2-5b", None, 150, 0): "06c50786c4c44467e17a74175e9bc37180d5e07c131f7d46b7b149f1dde92db6",
+    ("2-8a_2-8b", 3, 20, 1): "d4ea911462118d6ca13b352b25798bbd76ebd28f1543877c503862bd820ffaeb",
+}
+# Text is drawn with Pillow's bundled FreeType font, so the frame digest holds for this Pillow.
+RECORDED_FRAMES_PILLOW = "13.0.0"
+RECORDED_FRAMES = "3cf2432f95764777b63cfca44ea70a2e23d4390195a1bb8ce670db2ed39fb080"
+
+
+def _digest(h, value):
+    if isinstance(value, dict):
+        for key in sorted(value):
+            h.update(str(key).encode())
+            _digest(h, value[key])
+    else:
+        array = np.ascontiguousarray(value)
+        h.update(f"{array.dtype}{array.shape}".encode())
+        h.update(array.tobytes())
+
+
+@pytest.mark.parametrize(("scenario", "sight_range", "max_cycles", "seed"), list(RECORDED_ROLLOUTS))
+def test_seeded_random_rollout_matches_the_recorded_digest(scenario, sight_range, max_cycles, seed):
+    """50 random steps (with a reset after each episode): observations, rewards, flags, infos
+    and state() digest to the recorded value."""
+    env = parallel_env(scenario=scenario, sight_range=sight_range, max_cycles=max_cycles)
+    rng = np.random.default_rng(seed)
+    h = hashlib.sha256()
+    obs, infos = env.reset(seed=seed)
+    for value in (obs, infos, env.state()):
+        _digest(h, value)
+    for _ in range(50):
+        if not env.agents:
+            obs, infos = env.reset()
+            for value in (obs, infos, env.state()):
+                _digest(h, value)
+        obs, rewards, terms, truncs, infos = env.step(_random_actions(rng, obs))
+        for value in (obs, rewards, terms, truncs, infos, env.state()):
+            _digest(h, value)
+    assert h.hexdigest() == RECORDED_ROLLOUTS[(scenario, sight_range, max_cycles, seed)]
+
+
+def _recorded_frames():
+    """Frames covering sight boxes, assignment lines, fire, freeze, completion and burning."""
+    env = parallel_env(scenario="2-8a_2-8b", sight_range=3, render_mode="rgb_array")
+    rng = np.random.default_rng(4)
+    obs, _ = env.reset(seed=4)
+    env.set_assignment({a: i % env.n_tasks for i, a in enumerate(reversed(env.possible_agents))})
+    for t in range(150):
+        if t % 15 == 0 or not env.agents:
+            yield env.render()
+        if not env.agents:
+            break
+        obs, *_ = env.step(_random_actions(rng, obs))
+    env = parallel_env(
+        scenario={"agent_types": ["builder", "generalist", "firefighter"], "n_buildings": 4},
+        sight_range=2, render_mode="rgb_array",
+    )
+    layout = {
+        "agents": [("builder", 2, 1), ("generalist", 5, 4), ("firefighter", 8, 8)],
+        "buildings": [
+            {"pos": (1, 1), "health": 0.95},
+            {"pos": (10, 10), "health": 0.01, "fire": 1.0},
+            {"pos": (4, 4), "health": 0.5, "fire": 0.5},
+            {"pos": (12, 3), "health": 0.3, "fire": 0.2, "fast_burn": False},
+        ],
+    }
+    env.reset(seed=0, options={"layout": layout})
+    env.set_assignment({"agent_2": 1, "agent_0": 0, "agent_1": 3})
+    yield env.render()
+    env.step({"agent_0": BUILD, "agent_1": FREEZE, "agent_2": STAY})  # complete, frozen, burned
+    view = env.city_view()
+    assert view.complete.tolist() == [True, False, False, False]
+    assert view.burned.tolist() == [False, True, False, False]
+    assert view.frozen.tolist() == [False, False, True, False]
+    yield env.render()
+
+
+def test_render_matches_the_recorded_frames():
+    import PIL
+
+    if PIL.__version__ != RECORDED_FRAMES_PILLOW:
+        pytest.skip(f"frames recorded with Pillow {RECORDED_FRAMES_PILLOW}, "
+                    f"installed {PIL.__version__}")
+    h = hashlib.sha256()
+    for frame in _recorded_frames():
+        assert frame.shape == (556, 512, 3) and frame.dtype == np.uint8
+        h.update(frame.tobytes())
+    assert h.hexdigest() == RECORDED_FRAMES
+
+
+def test_city_view_is_a_read_only_snapshot():
+    env = parallel_env(scenario="3a_4b", sight_range=2, render_mode="rgb_array")
+    obs, _ = env.reset(seed=5)
+    env.set_assignment({"agent_1": 2})
+    view = env.city_view()
+    state = env.state()["entities"]
+    m, n_b = env.max_agents, len(view.building_pos)
+    assert view.agent_pos.shape == (len(env.agents), 2) and len(view.agent_types) == 3
+    np.testing.assert_allclose(view.agent_pos / 15, state[:m, 2:4])
+    np.testing.assert_allclose(view.health, state[m:m + n_b, F_HEALTH], rtol=1e-6)
+    np.testing.assert_allclose(view.fire, state[m:m + n_b, F_FIRE], rtol=1e-6)
+    assert view.assignment == ((1, 2),) and view.t == 0 and view.sight_range == 2
+    for array in (view.agent_pos, view.building_pos, view.health, view.fire, view.frozen):
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0
+    before = {k: np.copy(v) for k, v in vars(view).items() if isinstance(v, np.ndarray)}
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        obs, *_ = env.step(_random_actions(rng, obs))
+    for key, value in before.items():
+        np.testing.assert_array_equal(getattr(view, key), value)  # a snapshot, not a live view
+    np.testing.assert_array_equal(env.render(), draw_city(env.city_view()))
+
+
+def test_city_view_needs_reset():
+    with pytest.raises(RuntimeError, match="reset"):
+        parallel_env().city_view()

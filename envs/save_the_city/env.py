@@ -50,13 +50,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import math
-import os
-import re
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,57 +59,44 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from envs.contract import contract_spaces
-
-__all__ = [
-    "ACTION_NAMES",
-    "AGENT_TYPES",
-    "FEATURES",
-    "SaveTheCityEnv",
-    "heuristic_allocation",
-    "parallel_env",
-]
-
-GRID_SIZE = 16
-LATTICE = (1, 4, 7, 10, 13)
-
-AGENT_TYPES = ("firefighter", "builder", "generalist")
-FIREFIGHTER, BUILDER, GENERALIST = 0, 1, 2
-
-ACTION_NAMES = (
-    "stay", "up", "down", "left", "right",
-    "up2", "down2", "left2", "right2",
-    "extinguish", "build", "freeze",
+from envs.save_the_city.constants import (
+    ACTION_NAMES,
+    BUILD,
+    BUILDER,
+    EXTINGUISH,
+    F_BURNED,
+    F_COMPLETE,
+    F_FAST_BURN,
+    F_FIRE,
+    F_FROZEN,
+    F_HEALTH,
+    F_IGNITE_PROGRESS,
+    F_IGNITE_RATE,
+    F_IS_AGENT,
+    F_IS_BUILDING,
+    F_ON_FIRE,
+    F_TYPE,
+    F_X,
+    F_Y,
+    FIREFIGHTER,
+    FREEZE,
+    GENERALIST,
+    GRID_SIZE,
+    MOVE_DELTAS,
+    N_ACTIONS,
+    N_FEATURES,
+    STAY,
 )
-N_ACTIONS = len(ACTION_NAMES)
-STAY, EXTINGUISH, BUILD, FREEZE = 0, 9, 10, 11
-# (dx, dy) of actions 0..8; "up" is +y (drawn upwards by render()).
-_MOVE_DELTAS = (
-    (0, 0), (0, 1), (0, -1), (-1, 0), (1, 0), (0, 2), (0, -2), (-2, 0), (2, 0),
+from envs.save_the_city.heuristic import heuristic_allocation
+from envs.save_the_city.render import CityView, draw_city, show_frame
+from envs.save_the_city.scenarios import (
+    EpisodeSetup,
+    draw_episode,
+    parse_layout,
+    parse_scenario,
 )
 
-FEATURES = (
-    "is_agent",         # 0
-    "is_building",      # 1
-    "x",                # 2  x / 15
-    "y",                # 3  y / 15
-    "firefighter",      # 4  agent type one-hot
-    "builder",          # 5
-    "generalist",       # 6
-    "health",           # 7  building health in [0, 1]
-    "fire",             # 8  building fire strength in [0, 1]
-    "on_fire",          # 9  fire > 0
-    "frozen",           # 10 a generalist froze it in the last step
-    "complete",         # 11 resolved: health reached 1
-    "burned",           # 12 resolved: health reached 0
-    "ignite_progress",  # 13 steps since last ignition / ignition period (0 once resolved)
-    "fast_burn",        # 14 1 fast burn (rate 1.0), 0 slow burn (rate 0.5)
-    "ignite_rate",      # 15 ignition frequency: (1/period - 1/80) / (1/10 - 1/80), clipped
-)
-N_FEATURES = len(FEATURES)
-F_IS_AGENT, F_IS_BUILDING, F_X, F_Y = 0, 1, 2, 3
-F_TYPE = 4  # F_TYPE + AGENT_TYPES.index(name)
-F_HEALTH, F_FIRE, F_ON_FIRE, F_FROZEN, F_COMPLETE, F_BURNED = 7, 8, 9, 10, 11, 12
-F_IGNITE_PROGRESS, F_FAST_BURN, F_IGNITE_RATE = 13, 14, 15
+__all__ = ["SaveTheCityEnv", "parallel_env"]
 
 # Rule constants of ALMA's release.
 FIRE_REDUCE_RATE = 0.25
@@ -122,122 +104,24 @@ BASE_BUILD_RATE = 0.125
 FIRE_GROWTH = 1.1
 FIRE_BURN_RATE = 0.035
 GENERALIST_HELP = 0.45
-INIT_FIRE_CHANCE = 0.4
 FIRE_SPEED = (1.0, 0.05, 0.0)
 BUILD_SPEED = (0.05, 1.0, 0.0)
 BURN_RATES = {"fast": 1.0, "slow": 0.5}
-IGNITE_PERIODS = {"fast": (60, 80), "slow": (10, 30)}
-HEALTH_RANGES = ((0.25, 0.40), (0.60, 0.75))
 MIN_IGNITE_PERIOD, MAX_IGNITE_PERIOD = 10, 80
 
 REWARD_HEALTH, REWARD_BURNED, REWARD_EXTINGUISH = 10.0, -20.0, 0.5
 REWARD_COMPLETE_TEAM, REWARD_COMPLETE_TASK, REWARD_SOLVED = 1.0, 20.0, 20.0
 
-MAX_TEAM = 64
 _PAD = 2  # border of the occupancy grids, so double moves never index outside
 _GRID_W = GRID_SIZE + 2 * _PAD  # side of the padded grids (flat index: x * _GRID_W + y)
 _NO_CELL = _GRID_W * _GRID_W  # flat cell of padding entities: sees and is seen by nothing
 _FAR = -1000  # position of padding entity rows: never within any sight range
-_SCENARIO_RE = re.compile(r"^(\d+)(?:-(\d+))?a_(\d+)(?:-(\d+))?b$")
 _EXT_AMOUNT = tuple(s * FIRE_REDUCE_RATE for s in FIRE_SPEED)
 _BUILD_AMOUNT = tuple(s * BASE_BUILD_RATE for s in BUILD_SPEED)
 _BG_BITS = (1 << BUILDER) | (1 << GENERALIST)
 _FG_BITS = (1 << FIREFIGHTER) | (1 << GENERALIST)
-
-
-@dataclass(frozen=True)
-class _Scenario:
-    """Which teams an episode may draw and how many buildings they face."""
-
-    teams: tuple[tuple[int, ...], ...]  # candidate compositions (agent type ids)
-    n_buildings: int | None  # None: n_agents + 1
-    max_agents: int
-    max_buildings: int
-    shuffle: bool  # shuffle the slot order of a drawn composition
-
-
-def _diverse_teams(lo: int, hi: int) -> tuple[tuple[int, ...], ...]:
-    """All type multisets of size lo..hi with at least min(3, n) distinct types (as ALMA)."""
-    teams = []
-    for n in range(lo, hi + 1):
-        for combo in itertools.combinations_with_replacement(range(len(AGENT_TYPES)), n):
-            if len(set(combo)) >= min(len(AGENT_TYPES), n):
-                teams.append(combo)
-    return tuple(teams)
-
-
-def _scenario_error(value: Any, why: str) -> ValueError:
-    return ValueError(
-        f"scenario={value!r}: {why}. Allowed: 'L-Ha_L-Hb' (teams of L..H agents facing n+1 "
-        f"buildings, e.g. '2-5a_2-5b'), 'Na_Mb' (N agents, M buildings, e.g. '3a_4b'), or "
-        f"{{'agent_types': [names from {AGENT_TYPES}], 'n_buildings': M}}"
-    )
-
-
-def _check_counts(value: Any, n_agents: int, n_buildings: int) -> None:
-    if not 1 <= n_agents <= MAX_TEAM:
-        raise _scenario_error(value, f"the team size must be in [1, {MAX_TEAM}]")
-    if not 1 <= n_buildings <= len(LATTICE) ** 2:
-        raise _scenario_error(value, f"the building count must be in [1, {len(LATTICE) ** 2}]")
-
-
-def _parse_scenario(value: Any) -> _Scenario:
-    if isinstance(value, str):
-        return _parse_scenario_name(value)
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"agent_types", "n_buildings"}
-        if unknown or "agent_types" not in value:
-            raise _scenario_error(value, f"unknown keys {sorted(unknown)} or no 'agent_types'")
-        names = value["agent_types"]
-        n_buildings = value.get("n_buildings")
-    elif isinstance(value, Sequence):
-        names, n_buildings = value, None
-    else:
-        raise _scenario_error(value, f"unsupported type {type(value).__name__}")
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise _scenario_error(value, "'agent_types' must be a list of type names")
-    bad = [n for n in names if n not in AGENT_TYPES]
-    if bad:
-        raise _scenario_error(value, f"unknown agent types {bad}")
-    if n_buildings is None:
-        n_buildings = len(names) + 1
-    if isinstance(n_buildings, bool) or not isinstance(n_buildings, int | np.integer):
-        raise _scenario_error(value, f"'n_buildings' must be an int, got {n_buildings!r}")
-    _check_counts(value, len(names), int(n_buildings))
-    team = tuple(AGENT_TYPES.index(n) for n in names)
-    return _Scenario((team,), int(n_buildings), len(team), int(n_buildings), shuffle=False)
-
-
-def _parse_scenario_name(value: str) -> _Scenario:
-    match = _SCENARIO_RE.match(value)
-    if match is None:
-        raise _scenario_error(value, "not a scenario name")
-    a_lo, a_hi, b_lo, b_hi = match.groups()
-    if a_hi is None and b_hi is None:
-        n_agents, n_buildings = int(a_lo), int(b_lo)
-        _check_counts(value, n_agents, n_buildings)
-        teams = _diverse_teams(n_agents, n_agents)
-        return _Scenario(teams, n_buildings, n_agents, n_buildings, shuffle=True)
-    if (a_lo, a_hi) != (b_lo, b_hi):
-        raise _scenario_error(value, "a range form must repeat the agent range for buildings")
-    lo, hi = int(a_lo), int(a_hi)
-    if lo > hi:
-        raise _scenario_error(value, "the range is empty")
-    _check_counts(value, hi, hi + 1)
-    _check_counts(value, lo, lo + 1)
-    return _Scenario(_diverse_teams(lo, hi), None, hi, hi + 1, shuffle=True)
-
-
-def _spawn_cells(n_agents: int) -> np.ndarray:
-    """(K, 2) free non-lattice cells of the smallest centred square that holds n_agents."""
-    lattice = set(itertools.product(LATTICE, LATTICE))
-    centre = GRID_SIZE // 2
-    for half in range(1, centre + 1):
-        span = range(centre - half, centre + half)
-        cells = [(x, y) for x in span for y in span if (x, y) not in lattice]
-        if len(cells) >= n_agents:
-            return np.array(cells, dtype=np.int64)
-    raise ValueError(f"cannot place {n_agents} agents on a {GRID_SIZE}x{GRID_SIZE} grid")
+_MOVE_FLAT = tuple(dx * _GRID_W + dy for dx, dy in MOVE_DELTAS)
+_MOVE_FLAT_ARRAY = np.array(_MOVE_FLAT[1:], dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=8)
@@ -249,8 +133,6 @@ def _sight_table(sight_range: int) -> np.ndarray:
         np.abs(x[:, None] - x[None, :]), np.abs(y[:, None] - y[None, :])) <= sight_range
     table.flags.writeable = False
     return table
-
-
 
 
 def parallel_env(**kwargs: Any) -> SaveTheCityEnv:
@@ -304,7 +186,7 @@ class SaveTheCityEnv(ParallelEnv):
         render_mode: str | None = None,
         invalid_action: str = "raise",
     ) -> None:
-        self._scenario = _parse_scenario(scenario)
+        self._scenario = parse_scenario(scenario)
         self.scenario = scenario
         self.sight_range = self._check_sight(sight_range)
         self.max_cycles = self._check_max_cycles(max_cycles)
@@ -321,7 +203,6 @@ class SaveTheCityEnv(ParallelEnv):
         self.possible_agents = [f"agent_{i}" for i in range(self.max_agents)]
         self.agents: list[str] = []
         self._build_spaces()
-        self._spawn_cache: dict[int, np.ndarray] = {}
         self._agent_index = []
         for i in range(self.max_agents):
             idx = np.array(i, dtype=np.int64)
@@ -403,9 +284,9 @@ class SaveTheCityEnv(ParallelEnv):
             raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
         layout = (options or {}).get("layout")
         if layout is None:
-            self._setup(*self._draw_episode())
+            self._setup(draw_episode(self._scenario, self._rng))
         else:
-            self._setup(*self._parse_layout(layout))
+            self._setup(parse_layout(layout, self.max_agents, self.max_buildings))
         self._assignment = {}
         obs = self._observe()
         zeros = np.zeros(self.n_tasks, dtype=np.float32)
@@ -414,83 +295,9 @@ class SaveTheCityEnv(ParallelEnv):
             self.render()
         return obs, infos
 
-    def _draw_episode(self) -> tuple:
-        rng, scen = self._rng, self._scenario
-        team = np.array(scen.teams[rng.integers(len(scen.teams))], dtype=np.int64)
-        if scen.shuffle:
-            team = rng.permutation(team)
-        n = len(team)
-        n_b = scen.n_buildings if scen.n_buildings is not None else n + 1
-        cells = self._spawn_cache.get(n)
-        if cells is None:
-            cells = self._spawn_cache[n] = _spawn_cells(n)
-        agent_pos = cells[rng.choice(len(cells), size=n, replace=False)]
-        lattice_idx = rng.choice(len(LATTICE) ** 2, size=n_b, replace=False)
-        b_pos = np.stack([np.take(LATTICE, lattice_idx // len(LATTICE)),
-                          np.take(LATTICE, lattice_idx % len(LATTICE))], axis=1)
-        fast = rng.random(n_b) < 0.5
-        low_health = rng.random(n_b) < 0.5
-        lo = np.where(low_health, HEALTH_RANGES[0][0], HEALTH_RANGES[1][0])
-        hi = np.where(low_health, HEALTH_RANGES[0][1], HEALTH_RANGES[1][1])
-        health = rng.uniform(lo, hi)
-        period = np.where(
-            fast,
-            rng.integers(IGNITE_PERIODS["fast"][0], IGNITE_PERIODS["fast"][1] + 1, size=n_b),
-            rng.integers(IGNITE_PERIODS["slow"][0], IGNITE_PERIODS["slow"][1] + 1, size=n_b),
-        )
-        fire = (rng.random(n_b) < INIT_FIRE_CHANCE).astype(np.float64)
-        return team, agent_pos, b_pos, health, fire, fast, period
-
-    def _parse_layout(self, layout: Any) -> tuple:
-        if not isinstance(layout, Mapping) or set(layout) != {"agents", "buildings"}:
-            raise ValueError("options['layout'] must be a dict with keys 'agents' and 'buildings'")
-        agents, blds = list(layout["agents"]), list(layout["buildings"])
-        if not 1 <= len(agents) <= self.max_agents:
-            raise ValueError(f"layout['agents']: expected 1..{self.max_agents} agents, "
-                             f"got {len(agents)}")
-        if not 1 <= len(blds) <= self.max_buildings:
-            raise ValueError(f"layout['buildings']: expected 1..{self.max_buildings} buildings, "
-                             f"got {len(blds)}")
-        team, agent_pos = [], []
-        for k, spec in enumerate(agents):
-            if len(spec) != 3 or spec[0] not in AGENT_TYPES:
-                raise ValueError(f"layout['agents'][{k}]={spec!r}: expected (type, x, y) with "
-                                 f"type in {AGENT_TYPES}")
-            team.append(AGENT_TYPES.index(spec[0]))
-            agent_pos.append((int(spec[1]), int(spec[2])))
-        b_pos, health, fire, fast, period = [], [], [], [], []
-        for k, spec in enumerate(blds):
-            unknown = set(spec) - {"pos", "health", "fire", "fast_burn", "ignite_period"}
-            if unknown or "pos" not in spec or "health" not in spec:
-                raise ValueError(f"layout['buildings'][{k}]: needs 'pos' and 'health', "
-                                 f"unknown keys {sorted(unknown)}")
-            is_fast = bool(spec.get("fast_burn", True))
-            h, f = float(spec["health"]), float(spec.get("fire", 0.0))
-            if not 0.0 < h < 1.0 or not 0.0 <= f <= 1.0:
-                raise ValueError(f"layout['buildings'][{k}]: health must be in (0, 1) and fire "
-                                 f"in [0, 1], got health={h}, fire={f}")
-            default_period = IGNITE_PERIODS["fast" if is_fast else "slow"][1]
-            p = int(spec.get("ignite_period", default_period))
-            if p < 1:
-                raise ValueError(f"layout['buildings'][{k}]: ignite_period must be >= 1, got {p}")
-            b_pos.append(tuple(int(v) for v in spec["pos"]))
-            health.append(h)
-            fire.append(f)
-            fast.append(is_fast)
-            period.append(p)
-        cells = agent_pos + b_pos
-        if len(set(cells)) != len(cells) or any(
-            not (0 <= x < GRID_SIZE and 0 <= y < GRID_SIZE) for x, y in cells
-        ):
-            raise ValueError(f"layout: positions must be distinct cells inside the "
-                             f"{GRID_SIZE}x{GRID_SIZE} grid, got {cells}")
-        return (np.array(team, dtype=np.int64), np.array(agent_pos, dtype=np.int64),
-                np.array(b_pos, dtype=np.int64), np.array(health, dtype=np.float64),
-                np.array(fire, dtype=np.float64), np.array(fast, dtype=bool),
-                np.array(period, dtype=np.int64))
-
-    def _setup(self, team, agent_pos, b_pos, health, fire, fast, period) -> None:
+    def _setup(self, setup: EpisodeSetup) -> None:
         """Load an episode's initial state into the arrays the step works on."""
+        team, agent_pos, b_pos, health, fire, fast, period = setup
         m, b = self.max_agents, self.max_buildings
         n, n_b = len(team), len(b_pos)
         self._n, self._nb = n, n_b
@@ -850,38 +657,46 @@ class SaveTheCityEnv(ParallelEnv):
         return heuristic_allocation(self.state(), self.max_agents, generalist_prefers_fire)
 
     # ------------------------------------------------------------------ rendering
+    def city_view(self) -> CityView:
+        """Read-only snapshot of the episode for drawing (see ``render.CityView``)."""
+        if self._n == 0:
+            raise RuntimeError("city_view() called before reset()")
+        m, n, nb = self.max_agents, self._n, self._nb
+
+        def frozen_copy(a: np.ndarray) -> np.ndarray:
+            a = np.array(a)
+            a.flags.writeable = False
+            return a
+
+        return CityView(
+            agent_pos=frozen_copy(self._pos[:n]),
+            agent_types=tuple(self._types),
+            building_pos=frozen_copy(self._pos[m:m + nb]),
+            health=frozen_copy(self._health[:nb]),
+            fire=frozen_copy(self._fire[:nb]),
+            fast_burn=frozen_copy(self._ents[m:m + nb, F_FAST_BURN] > 0),
+            frozen=frozen_copy(self._frozen[:nb]),
+            complete=frozen_copy(self._complete[:nb]),
+            burned=frozen_copy(self._burned[:nb]),
+            assignment=tuple((self.possible_agents.index(agent), task)
+                             for agent, task in self._assignment.items()),
+            sight_range=self.sight_range,
+            t=self._t,
+            max_cycles=self.max_cycles,
+            episode_return=self._return,
+        )
+
     def render(self) -> np.ndarray | None:
         """"rgb_array": (H, W, 3) uint8 picture; "human": show it with matplotlib."""
         if self.render_mode is None:
             raise ValueError("render() needs render_mode='rgb_array' or 'human' at construction")
         if self._n == 0:
             raise RuntimeError("render() called before reset()")
-        image = _draw_city(self)
+        image = draw_city(self.city_view())
         if self.render_mode == "rgb_array":
             return image
-        self._show(image)
+        self._figure = show_frame(image, self._figure, self.metadata["render_fps"])
         return None
-
-    def _show(self, image: np.ndarray) -> None:
-        import matplotlib
-
-        backend = matplotlib.get_backend().lower()
-        headless = sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        if headless or backend in ("agg", "pdf", "ps", "svg", "template", "cairo"):
-            raise RuntimeError(
-                f"render_mode='human' needs a display (matplotlib backend {backend!r}, "
-                "DISPLAY unset?); use render_mode='rgb_array' and save the frame instead"
-            )
-        import matplotlib.pyplot as plt
-
-        if self._figure is None:
-            self._figure = plt.figure("save_the_city")
-        self._figure.clf()
-        ax = self._figure.add_subplot(1, 1, 1)
-        ax.imshow(image)
-        ax.axis("off")
-        plt.pause(1.0 / self.metadata["render_fps"])
 
     def close(self) -> None:
         if self._figure is not None:
@@ -889,144 +704,3 @@ class SaveTheCityEnv(ParallelEnv):
 
             plt.close(self._figure)
             self._figure = None
-
-
-_CELL = 32
-_STATUS_H = 44
-_AGENT_COLOURS = ((214, 58, 48), (46, 108, 214), (52, 160, 76))
-_TEXT = (25, 25, 25)
-
-
-def _cell_box(x: int, y: int, inset: int = 0) -> tuple[int, int, int, int]:
-    left, top = x * _CELL, (GRID_SIZE - 1 - y) * _CELL
-    return left + inset, top + inset, left + _CELL - 1 - inset, top + _CELL - 1 - inset
-
-
-def _cell_centre(x: int, y: int) -> tuple[int, int]:
-    return x * _CELL + _CELL // 2, (GRID_SIZE - 1 - y) * _CELL + _CELL // 2
-
-
-def _blend(a: tuple[int, ...], b: tuple[int, ...], w: float) -> tuple[int, ...]:
-    return tuple(round(x * (1.0 - w) + y * w) for x, y in zip(a, b, strict=True))
-
-
-def _draw_building(draw: Any, env: SaveTheCityEnv, b: int, font: Any) -> None:
-    """Body coloured by kind (dark: fast burn, tan: slow) and reddened by fire, gold when
-    complete, black with a red cross when burned; health bar along the bottom."""
-    x, y = (int(v) for v in env._pos[env.max_agents + b])
-    health, fire = float(env._health[b]), float(env._fire[b])
-    left, top, right, bottom = _cell_box(x, y, 1)
-    if env._complete[b]:
-        body, text = (236, 192, 48), _TEXT
-    elif env._burned[b]:
-        body, text = (48, 40, 40), (230, 230, 230)
-    else:
-        fast = env._ents[env.max_agents + b, F_FAST_BURN] > 0
-        body = _blend((96, 100, 120) if fast else (170, 150, 118), (255, 60, 0), 0.8 * fire)
-        text = (255, 255, 255)
-    draw.rectangle((left, top, right, bottom), fill=body)
-    if fire > 0:
-        draw.rectangle((left, top, right, bottom), outline=(200, 0, 0), width=2)
-    if env._frozen[b]:
-        draw.rectangle((left + 2, top + 2, right - 2, bottom - 2), outline=(90, 220, 255),
-                       width=2)
-    if env._burned[b]:
-        draw.line((left + 4, top + 4, right - 4, bottom - 8), fill=(200, 30, 30), width=3)
-        draw.line((left + 4, bottom - 8, right - 4, top + 4), fill=(200, 30, 30), width=3)
-    bar_top = bottom - 6
-    draw.rectangle((left + 2, bar_top, right - 2, bottom - 2), fill=(30, 30, 30))
-    if health > 0:
-        draw.rectangle((left + 2, bar_top, left + 2 + round((right - left - 4) * health),
-                        bottom - 2), fill=(70, 210, 80))
-    cx, cy = _cell_centre(x, y)
-    draw.text((cx, cy - 3), str(b), fill=text, font=font, anchor="mm")
-
-
-def _draw_city(env: SaveTheCityEnv) -> np.ndarray:
-    """Picture of the grid: (16*32 + 44, 16*32, 3) uint8."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    width = GRID_SIZE * _CELL
-    image = Image.new("RGB", (width, width + _STATUS_H), (238, 236, 228))
-    draw = ImageDraw.Draw(image)
-    try:
-        font = ImageFont.load_default(size=13)
-    except TypeError:  # Pillow without FreeType sizes
-        font = ImageFont.load_default()
-    for k in range(GRID_SIZE + 1):
-        draw.line((k * _CELL, 0, k * _CELL, width), fill=(214, 211, 202))
-        draw.line((0, k * _CELL, width, k * _CELL), fill=(214, 211, 202))
-    n, m = env._n, env.max_agents
-    if env.sight_range is not None:
-        r = env.sight_range
-        for i in range(n):
-            x, y = (int(v) for v in env._pos[i])
-            box = _cell_box(max(x - r, 0), min(y + r, GRID_SIZE - 1))
-            end = _cell_box(min(x + r, GRID_SIZE - 1), max(y - r, 0))
-            draw.rectangle((box[0], box[1], end[2], end[3]),
-                           outline=_blend(_AGENT_COLOURS[env._types[i]], (238, 236, 228), 0.6))
-    for agent, task in env._assignment.items():
-        i = env.possible_agents.index(agent)
-        if i < n and task < env._nb:
-            start = _cell_centre(*(int(v) for v in env._pos[i]))
-            end = _cell_centre(*(int(v) for v in env._pos[m + task]))
-            draw.line(start + end, fill=_AGENT_COLOURS[env._types[i]], width=3)
-    for b in range(env._nb):
-        _draw_building(draw, env, b, font)
-    for i in range(n):
-        cx, cy = _cell_centre(*(int(v) for v in env._pos[i]))
-        kind = env._types[i]
-        draw.ellipse((cx - 12, cy - 12, cx + 12, cy + 12), fill=_AGENT_COLOURS[kind],
-                     outline=(20, 20, 20), width=2)
-        label = "FBG"[kind] + str(i)
-        draw.text((cx, cy), label, fill=(255, 255, 255), font=font, anchor="mm")
-    nb = env._nb
-    status = (f"t={env._t}/{env.max_cycles}  complete {int(env._complete[:nb].sum())}/{nb}  "
-              f"burned {int(env._burned[:nb].sum())}/{nb}  return {env._return:+.2f}")
-    draw.text((8, width + 6), status, fill=_TEXT, font=font)
-    legend_x = 8
-    for kind, name in enumerate(AGENT_TYPES):
-        draw.ellipse((legend_x, width + 27, legend_x + 10, width + 37), fill=_AGENT_COLOURS[kind])
-        draw.text((legend_x + 14, width + 25), name, fill=_TEXT, font=font)
-        legend_x += 110
-    draw.text((legend_x, width + 25), "red: fire, bar: health", fill=_TEXT, font=font)
-    return np.asarray(image, dtype=np.uint8).copy()
-
-
-_MOVE_FLAT = tuple(dx * _GRID_W + dy for dx, dy in _MOVE_DELTAS)
-_MOVE_FLAT_ARRAY = np.array(_MOVE_FLAT[1:], dtype=np.int64)
-
-
-def heuristic_allocation(
-    state: Mapping[str, np.ndarray], n_agents: int, generalist_prefers_fire: bool = True
-) -> np.ndarray:
-    """ALMA's heuristic allocation from a ``state()`` dict: (n_agents,) int64 task indices.
-
-    Each live agent row i < n_agents goes to the nearest (Manhattan) live task (task_mask 1),
-    preferring burning buildings for firefighters, non-burning ones for builders and, as in
-    ALMA's release, burning ones for generalists (``generalist_prefers_fire=False``: the
-    nearest regardless of fire). Ties go to the lower task index. Dead or padding agent
-    slots, and every slot when no task is live, get 0.
-    """
-    ents = np.asarray(state["entities"])
-    live = np.asarray(state["entity_mask"]).astype(bool)
-    e2t = np.asarray(state["entity2task"]).astype(bool) & live[:, None]
-    task_live = np.asarray(state["task_mask"]).astype(bool) & e2t.any(axis=0)
-    if not 0 <= n_agents <= ents.shape[0]:
-        raise ValueError(f"n_agents={n_agents} must be in [0, {ents.shape[0]}] (entity rows)")
-    out = np.zeros(n_agents, dtype=np.int64)
-    tasks = np.flatnonzero(task_live)
-    agents = np.flatnonzero(live[:n_agents] & (ents[:n_agents, F_IS_AGENT] > 0))
-    if len(tasks) == 0 or len(agents) == 0:
-        return out
-    rows = e2t[:, tasks].argmax(axis=0)  # the entity row of each live task
-    cell = np.rint(ents[:, F_X:F_Y + 1] * (GRID_SIZE - 1)).astype(np.int64)
-    dist = np.abs(cell[agents][:, None, :] - cell[rows][None, :, :]).sum(axis=2)
-    burning = ents[rows, F_FIRE] > 0
-    kind = ents[agents, F_TYPE:F_TYPE + len(AGENT_TYPES)].argmax(axis=1)
-    prefer_fire = (kind == FIREFIGHTER) | ((kind == GENERALIST) & generalist_prefers_fire)
-    prefer_calm = kind == BUILDER
-    second = (prefer_fire[:, None] & ~burning[None]) | (prefer_calm[:, None] & burning[None])
-    key = (second * (4 * GRID_SIZE) + dist) * len(tasks) + np.arange(len(tasks))
-    out[agents] = tasks[key.argmin(axis=1)]
-    return out
