@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
@@ -17,21 +16,18 @@ from rllib_alma_mi.evolution import (
 )
 from rllib_alma_mi.hierarchy import HierarchicalEnv
 from rllib_alma_mi.keys import ALLOCATOR, WORKER, agent_to_module
-from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
+from rllib_alma_mi.registry import HIERARCHY_KEY, INCLUDE_STATE, make_env
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
 from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback, add_callback
 from rllib_alma_mi.rllib.env_runner import AlmaEnvRunner
 from rllib_alma_mi.rllib.learner import AlmaPPOLearner
 from rllib_alma_mi.rllib.worker_module import WorkerModule
 from rllib_alma_mi.settings import (
+    ALMA_KEYS,
     HierarchySettings,
     ModelSettings,
     MutualInfoSettings,
     check_combination,
-)
-
-_ALMA_KEYS = (
-    tuple(k for k in HierarchySettings.keys() if k != "include_state") + ModelSettings.keys()
 )
 
 
@@ -46,8 +42,7 @@ class AlmaPPOConfig(PPOConfig):
         super().__init__(algo_class=algo_class or AlmaPPO)
         for settings in (HierarchySettings(), ModelSettings(), MutualInfoSettings()):
             for key, value in settings.to_dict().items():
-                if key != "include_state":
-                    setattr(self, key, value)
+                setattr(self, key, value)
         self.training(
             lr=3e-4,
             gamma=0.99,
@@ -93,10 +88,10 @@ class AlmaPPOConfig(PPOConfig):
         """Hierarchy and model settings: allocation, alloc_interval, worker_reward,
         subtask_mask, allocator_view, imitation_steps, imitation_weight, embed_dim, n_heads,
         agent_attention, relative_scale, shared_worker_encoder."""
-        unknown = sorted(set(kwargs) - set(_ALMA_KEYS))
+        unknown = sorted(set(kwargs) - set(ALMA_KEYS))
         if unknown:
             raise ValueError(
-                f"alma(): unknown key(s) {unknown}; allowed keys are {list(_ALMA_KEYS)}"
+                f"alma(): unknown key(s) {unknown}; allowed keys are {list(ALMA_KEYS)}"
             )
         return self._set_validated(
             kwargs, lambda: (self.hierarchy_settings(), self.model_settings())
@@ -134,11 +129,7 @@ class AlmaPPOConfig(PPOConfig):
         return self
 
     def hierarchy_settings(self) -> HierarchySettings:
-        keys = [k for k in HierarchySettings.keys() if k != "include_state"]
-        hierarchy = HierarchySettings(**{k: getattr(self, k) for k in keys})
-        mi = self.mi_settings()
-        needs_state = mi.use_mutual_info and (mi.mi_target == "global_state" or mi.mi_scheme == 1)
-        return replace(hierarchy, include_state=needs_state)
+        return HierarchySettings(**{k: getattr(self, k) for k in HierarchySettings.keys()})
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(**{k: getattr(self, k) for k in ModelSettings.keys()})
@@ -174,7 +165,10 @@ class AlmaPPOConfig(PPOConfig):
                 "rllib_alma_mi.register_env(name, creator)"
             )
         env_kwargs = {k: v for k, v in (self.env_config or {}).items() if k != HIERARCHY_KEY}
-        self.env_config = {**env_kwargs, HIERARCHY_KEY: hierarchy.to_dict()}
+        self.env_config = {
+            **env_kwargs,
+            HIERARCHY_KEY: {**hierarchy.to_dict(), INCLUDE_STATE: mi.needs_state},
+        }
         probe = make_env(self.env, self.env_config)
         module_ids = [WORKER] + ([ALLOCATOR] if probe.learned else [])
         settings = {

@@ -40,10 +40,13 @@ class HierarchicalEnv(MultiAgentEnv):
     subtask (itself, its task's entities, agents on the same task), plus `state` when asked.
     """
 
-    def __init__(self, base_env, settings: HierarchySettings | None = None):
+    def __init__(
+        self, base_env, settings: HierarchySettings | None = None, include_state: bool = False
+    ):
         super().__init__()
         self.base = base_env
         self.settings = settings or HierarchySettings()
+        self.include_state = include_state
         self.workers = list(base_env.possible_agents)
         self.n_slots = len(self.workers)
         space = base_env.observation_space(self.workers[0])
@@ -87,7 +90,7 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def _worker_space(self) -> gym.spaces.Dict:
         spaces = dict(self._base_obs_space.spaces)
-        if self.settings.include_state:
+        if self.include_state:
             spaces[STATE] = self._state_space()
         return gym.spaces.Dict(spaces)
 
@@ -102,7 +105,7 @@ class HierarchicalEnv(MultiAgentEnv):
             spaces[HEURISTIC_ALLOCATION] = gym.spaces.Box(
                 0, self.n_tasks - 1, (self.n_slots,), dtype=np.int64
             )
-        if self.settings.include_state:
+        if self.include_state:
             spaces[STATE] = self._state_space()
         return gym.spaces.Dict(spaces)
 
@@ -301,7 +304,7 @@ class HierarchicalEnv(MultiAgentEnv):
         }
         if self.settings.imitation:
             obs[HEURISTIC_ALLOCATION] = self._heuristic_allocation()
-        if self.settings.include_state:
+        if self.include_state:
             obs[STATE] = self._state_obs()
         return obs
 
@@ -321,7 +324,7 @@ class HierarchicalEnv(MultiAgentEnv):
                 allowed[mates] = True
                 allowed[slot] = True
                 obs["obs_mask"] = (obs["obs_mask"].astype(bool) & allowed).astype(np.int8)
-            if self.settings.include_state:
+            if self.include_state:
                 obs[STATE] = self._state_obs()
             out[a] = obs
         return out

@@ -37,6 +37,7 @@ MI_VALUE = "mi_value"
 MI_SKIPPED = "mi_skipped"
 IMITATION_LOSS = "imitation_loss"
 IMITATION_WEIGHT = "imitation_weight"
+IMITATION_SKIPPED = "imitation_skipped"
 
 
 def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:

@@ -11,6 +11,9 @@ from rllib_alma_mi.hierarchy import HierarchicalEnv
 from rllib_alma_mi.settings import HierarchySettings
 
 HIERARCHY_KEY = "_hierarchy"
+# In the hierarchy block, beside the HierarchySettings: whether observations carry the
+# centralized state (derived from the MI settings by AlmaPPOConfig, not a user setting).
+INCLUDE_STATE = "include_state"
 _CREATORS: dict[str, Callable[..., Any]] = {}
 _CHECKED: set[tuple[str, str]] = set()
 
@@ -23,8 +26,10 @@ class _HierarchyCreator:
 
     def __call__(self, env_config: dict[str, Any]) -> HierarchicalEnv:
         kwargs = dict(env_config)
-        settings = HierarchySettings.from_dict(kwargs.pop(HIERARCHY_KEY, {}))
-        return HierarchicalEnv(self.creator(**kwargs), settings)
+        block = dict(kwargs.pop(HIERARCHY_KEY, {}))
+        include_state = bool(block.pop(INCLUDE_STATE, False))
+        settings = HierarchySettings.from_dict(block)
+        return HierarchicalEnv(self.creator(**kwargs), settings, include_state=include_state)
 
 
 def register_env(name: str, creator: Callable[..., Any]) -> None:

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from rllib_alma_mi.keys import ALLOCATOR, WORKER
+
 ALLOCATIONS = ("learned", "heuristic", "random", "none")
 WORKER_REWARDS = ("task", "team")
 ALLOCATOR_VIEWS = ("global", "team")
@@ -95,6 +97,11 @@ class _Settings:
             raise ValueError(f"unknown setting(s) {unknown}; allowed keys are {list(cls.keys())}")
         return cls(**values)
 
+    @classmethod
+    def pick(cls, values: dict[str, Any]):
+        """Built from this class's keys in `values` (others are ignored; missing ones default)."""
+        return cls(**{k: values[k] for k in cls.keys() if k in values})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -117,7 +124,6 @@ class HierarchySettings(_Settings):
         reads it). Needs allocation="learned" and an environment with `heuristic_allocation()`.
     imitation_weight: the imitation loss's initial weight (its loss is the negative joint
         log-prob of the heuristic's allocation, per decision).
-    include_state: add the centralized state under `state` to observations (training only).
     """
 
     allocation: str = "learned"
@@ -127,7 +133,6 @@ class HierarchySettings(_Settings):
     allocator_view: str = "global"
     imitation_steps: int = 0
     imitation_weight: float = 1.0
-    include_state: bool = False
 
     def __post_init__(self) -> None:
         check_choice("allocation", self.allocation, ALLOCATIONS)
@@ -143,7 +148,6 @@ class HierarchySettings(_Settings):
                 f"the heuristic, but allocation={self.allocation!r} has no learned allocator; "
                 "use allocation='learned' or imitation_steps=0"
             )
-        check_bool("include_state", self.include_state)
 
     @property
     def imitation(self) -> bool:
@@ -210,7 +214,13 @@ class MutualInfoSettings(_Settings):
     @property
     def module_id(self) -> str:
         """The module that carries the term."""
-        return "worker" if self.mi_scheme == 1 else "allocator"
+        return WORKER if self.mi_scheme == 1 else ALLOCATOR
+
+    @property
+    def needs_state(self) -> bool:
+        """Whether the term reads the centralized state, which the hierarchy then adds to the
+        observations (training only)."""
+        return self.use_mutual_info and (self.mi_target == "global_state" or self.mi_scheme == 1)
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,10 @@ class EvolutionSettings(_Settings):
         if self.elite_fraction == 0:
             return 0
         return min(self.population_size, max(1, round(self.elite_fraction * self.population_size)))
+
+
+# The keys of `AlmaPPOConfig.alma()` and of an experiment file's `alma:` section.
+ALMA_KEYS = HierarchySettings.keys() + ModelSettings.keys()
 
 
 def check_combination(hierarchy: HierarchySettings, mi: MutualInfoSettings) -> None:

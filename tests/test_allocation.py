@@ -41,8 +41,6 @@ def test_encoding_shapes_and_value(net):
     assert enc.entity_emb.shape == (B, E, D)
     assert enc.agent_emb.shape == (B, N, D)
     assert enc.task_emb.shape == (B, T, D)
-    assert enc.summary.shape == (B, D)
-    assert net.value(enc).shape == (B,)
 
 
 def test_sample_respects_masks_and_dead_agents_take_task_zero(net):
@@ -125,7 +123,7 @@ def test_no_live_task_stays_finite_with_gradients(net):
     alloc, log_prob, entropy, logits = net.sample(obs)
     assert torch.all(alloc == 0) and torch.all(log_prob == 0) and torch.all(entropy == 0)
     lp, ent, tf_logits = net.log_prob(obs, alloc)
-    (lp.sum() + ent.sum() + net.value(net.encode(obs)).sum()).backward()
+    (lp.sum() + ent.sum() + net.encode(obs).relation.sum()).backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     assert torch.isfinite(torch.log_softmax(tf_logits, -1)).all()
 

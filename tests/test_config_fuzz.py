@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from rllib_alma_mi import AlmaPPOConfig
-from rllib_alma_mi.algorithm import _ALMA_KEYS
 from rllib_alma_mi.settings import (
     ALLOCATIONS,
     ALLOCATOR_VIEWS,
+    ALMA_KEYS,
     MI_MEASURES,
     MI_SCHEMES,
     MI_TARGETS,
@@ -53,7 +53,7 @@ MI_VALID = {
     "mi_detach_target": st.booleans(),
     "mi_negatives": st.integers(1, 200),
 }
-assert set(ALMA_VALID) == set(_ALMA_KEYS) and set(MI_VALID) == set(MI_KEYS)
+assert set(ALMA_VALID) == set(ALMA_KEYS) and set(MI_VALID) == set(MI_KEYS)
 
 # Values of the wrong type or out of range: what a YAML file or a typo can produce.
 JUNK = st.one_of(
@@ -104,7 +104,7 @@ def _base() -> AlmaPPOConfig:
 
 
 def _snapshot(config) -> dict:
-    return {k: getattr(config, k) for k in (*_ALMA_KEYS, *MI_KEYS)}
+    return {k: getattr(config, k) for k in (*ALMA_KEYS, *MI_KEYS)}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -118,7 +118,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def _assert_names_a_key(error: ValueError, kwargs: dict) -> None:
     text = str(error)
-    names = {*_ALMA_KEYS, *MI_KEYS, *kwargs}
+    names = {*ALMA_KEYS, *MI_KEYS, *kwargs}
     assert any(name in text or repr(name) in text for name in names), text
 
 

@@ -9,9 +9,11 @@ from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.settings import HierarchySettings
 
 
-def make(**settings):
+def make(include_state=False, **settings):
     return HierarchicalEnv(
-        LineVisitEnv(n_agents=2, n_targets=3, length=8), HierarchySettings(**settings)
+        LineVisitEnv(n_agents=2, n_targets=3, length=8),
+        HierarchySettings(**settings),
+        include_state=include_state,
     )
 
 

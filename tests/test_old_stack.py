@@ -115,7 +115,7 @@ def test_mi_term_is_added_to_the_policy_loss(trained_old):
     for name in mine:
         assert off[name] is None or torch.count_nonzero(off[name]) == 0, name
     assert any(on[n] is not None and torch.count_nonzero(on[n]) > 0 for n in mine)
-    assert set(model.metrics()) == {"mi_loss", "mi_value"}
+    assert set(model.metrics()) == {"mi_loss", "mi_value", "mi_skipped"}
 
 
 def _restored(batch, policy) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ import yaml
 from ray.tune.stopper import Stopper
 
 from rllib_alma_mi.settings import (
+    ALMA_KEYS,
     EvolutionSettings,
     HierarchySettings,
     ModelSettings,
@@ -103,9 +104,6 @@ _DICT_SECTIONS = (
 )
 # Sections whose absence means "off" rather than "the library's defaults".
 _OPTIONAL_SECTIONS = ("evolution",)
-ALMA_KEYS = (
-    tuple(k for k in HierarchySettings.keys() if k != "include_state") + ModelSettings.keys()
-)
 MI_KEYS = MutualInfoSettings.keys()
 # Sections whose keys a sweep may vary (`--grid key=v1,v2`), in lookup order for bare keys
 # (env_config, evolution and env_runners keys are always written section.key).

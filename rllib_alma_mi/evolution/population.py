@@ -427,8 +427,7 @@ def mi_step_on_observations(learner: Any, observations: dict[str, Any]) -> float
     carries no MI term. Only the encoder and the MINE critic get gradients (the pointer head
     and the value net do not enter the term); the worker module is left alone, and a
     non-finite loss skips the step."""
-    from rllib_alma_mi.keys import ALLOCATOR
-    from rllib_alma_mi.rllib.allocator_module import TRAINING_ONLY_KEYS
+    from rllib_alma_mi.keys import ALLOCATOR, TRAINING_ONLY_KEYS
 
     module = learner.module[ALLOCATOR].unwrapped()
     if getattr(module, "mi", None) is None:

@@ -1,7 +1,10 @@
-"""Pure-PyTorch networks: entity attention, ALMA allocator, worker policy, MINE."""
+"""Pure-PyTorch networks: entity attention, ALMA allocator and its joint-allocation
+distribution, worker policy, MINE and its pairing with a global summary."""
 
 from rllib_alma_mi.nn.allocation import AllocatorNet, AllocEncoding
 from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, EntityEncoder, masked_mean
+from rllib_alma_mi.nn.joint_allocation import JointAllocationLogits
+from rllib_alma_mi.nn.mi_head import MIHead
 from rllib_alma_mi.nn.mi_targets import (
     MI_TARGETS,
     GlobalStateEncoder,
@@ -21,6 +24,8 @@ __all__ = [
     "EntityAttention",
     "EntityEncoder",
     "GlobalStateEncoder",
+    "JointAllocationLogits",
+    "MIHead",
     "WorkerNet",
     "entity_mean",
     "masked_mean",

@@ -13,8 +13,9 @@ from rllib_alma_mi.nn.attention import (
     EntityAttention,
     EntityEncoder,
     as_bool,
-    masked_mean,
 )
+from rllib_alma_mi.nn.joint_allocation import JointAllocationLogits
+from rllib_alma_mi.settings import ModelSettings
 
 __all__ = ["MASKED_LOGIT", "AllocEncoding", "AllocatorNet"]
 
@@ -25,7 +26,6 @@ class AllocEncoding(NamedTuple):
     entity_emb: torch.Tensor  # (B, E, D)
     agent_emb: torch.Tensor  # (B, N, D)
     task_emb: torch.Tensor  # (B, T, D)
-    summary: torch.Tensor  # (B, D)
     relation: torch.Tensor  # (B, N, T, D): agent-task relation from their feature differences
 
 
@@ -51,10 +51,10 @@ class AllocatorNet(nn.Module):
         entity_dim: int,
         n_agents: int,
         n_tasks: int,
-        embed_dim: int = 128,
-        n_heads: int = 4,
-        agent_attention: bool = True,
-        relative_scale: float = 15.0,
+        embed_dim: int = ModelSettings.embed_dim,
+        n_heads: int = ModelSettings.n_heads,
+        agent_attention: bool = ModelSettings.agent_attention,
+        relative_scale: float = ModelSettings.relative_scale,
     ):
         super().__init__()
         self.entity_dim, self.n_agents, self.n_tasks = entity_dim, n_agents, n_tasks
@@ -69,8 +69,6 @@ class AllocatorNet(nn.Module):
         self.pool_score = nn.Linear(d, 1)
         self.pool_value = nn.Linear(d, d)
         self.task_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
-        self.summary_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.ReLU())
-        self.value_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
         # Additive pointer: logit = w . relu(query(agent) + key(task) + placed messages + count).
         self.ptr_query = nn.Linear(d, d)
         self.ptr_key = nn.Linear(d, d, bias=False)
@@ -108,11 +106,8 @@ class AllocatorNet(nn.Module):
         pooled = torch.einsum("bet,bed->btd", weights, self.pool_value(entity_emb))
         task_emb = self.task_mlp(pooled).masked_fill(~live_task[..., None], 0.0)
 
-        summary = self.summary_mlp(
-            torch.cat([masked_mean(agent_emb, alive), masked_mean(task_emb, live_task)], -1)
-        )
         return AllocEncoding(
-            entity_emb, agent_emb, task_emb, summary, self._relation(obs["entities"], member)
+            entity_emb, agent_emb, task_emb, self._relation(obs["entities"], member)
         )
 
     def _relation(self, entities: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
@@ -122,10 +117,6 @@ class AllocatorNet(nn.Module):
         weights = member.to(pair.dtype)
         weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, E, T)
         return torch.einsum("bned,bet->bntd", pair, weights)
-
-    def value(self, enc: AllocEncoding) -> torch.Tensor:
-        """State value from the pooled summary: (B,)."""
-        return self.value_head(enc.summary).squeeze(-1)
 
     # ---------------------------------------------------------------------------------- pointer
     def sample(
@@ -164,8 +155,8 @@ class AllocatorNet(nn.Module):
             step_logits.append(logits)
         allocation = torch.stack(choices, dim=1)
         logits = torch.stack(step_logits, dim=1)
-        log_prob, entropy = _joint_log_prob(logits, allowed, allocation)
-        return allocation, log_prob, entropy, logits
+        dist = JointAllocationLogits(logits)
+        return allocation, dist.log_prob(allocation), dist.entropy(), logits
 
     def log_prob(
         self,
@@ -202,8 +193,8 @@ class AllocatorNet(nn.Module):
         counts = _exclusive_cumsum(placed_here.long())
         logits = self._raw_logits(query, key[:, None] + enc.relation, placed, counts)
         logits = logits.masked_fill(~allowed, MASKED_LOGIT)
-        log_prob, entropy = _joint_log_prob(logits, allowed, allocation)
-        return log_prob, entropy, logits
+        dist = JointAllocationLogits(logits)
+        return dist.log_prob(allocation), dist.entropy(), logits
 
     def _pointer_inputs(self, enc: AllocEncoding):
         return (
@@ -269,13 +260,3 @@ class AllocatorNet(nn.Module):
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     """Sum over the earlier steps j < i along dim 1."""
     return torch.cat([torch.zeros_like(x[:, :1]), x.cumsum(dim=1)[:, :-1]], dim=1)
-
-
-def _joint_log_prob(
-    logits: torch.Tensor, allowed: torch.Tensor, allocation: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over steps of log p(choice) and of the conditional entropies: (B,), (B,)."""
-    logp = torch.log_softmax(logits, dim=-1)
-    chosen = logp.gather(-1, allocation[..., None]).squeeze(-1).sum(-1)
-    p_logp = torch.where(allowed, logp.exp() * logp, 0.0)
-    return chosen, -p_logp.sum(dim=(-1, -2))

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rllib_alma_mi.settings import MutualInfoSettings
+
 MEASURES = ("JSD", "GAN", "KL")
 CRITICS = ("separable", "concat")
 
@@ -96,8 +98,8 @@ class MINE(nn.Module):
         x_dim: int,
         y_dim: int,
         measure: str = "JSD",
-        embed_dim: int = 128,
-        negatives: int = 128,
+        embed_dim: int = MutualInfoSettings.mi_embed_dim,
+        negatives: int = MutualInfoSettings.mi_negatives,
         critic: str = "separable",
         chunk_elements: int = 1 << 21,
     ):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, as_bool
+from rllib_alma_mi.settings import ModelSettings
 
 __all__ = ["MASKED_LOGIT", "WorkerNet"]
 
@@ -34,9 +35,9 @@ class WorkerNet(nn.Module):
         self,
         entity_dim: int,
         n_actions: int,
-        embed_dim: int = 128,
-        n_heads: int = 4,
-        relative_scale: float = 15.0,
+        embed_dim: int = ModelSettings.embed_dim,
+        n_heads: int = ModelSettings.n_heads,
+        relative_scale: float = ModelSettings.relative_scale,
     ):
         super().__init__()
         self.entity_dim, self.n_actions, self.embed_dim = entity_dim, n_actions, embed_dim

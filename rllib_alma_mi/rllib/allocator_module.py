@@ -9,14 +9,14 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_alma_mi.keys import HEURISTIC_ALLOCATION as HEURISTIC_KEY
+from rllib_alma_mi.keys import HEURISTIC_ALLOCATION, TRAINING_ONLY_KEYS
 from rllib_alma_mi.nn.allocation import AllocatorNet
+from rllib_alma_mi.nn.mi_head import MIHead
 from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
 from rllib_alma_mi.rllib.acting import NoModeSwitchActing
 from rllib_alma_mi.rllib.allocation_dist import joint_allocation_cls
-from rllib_alma_mi.rllib.mi_head import MIHead
+from rllib_alma_mi.settings import ModelSettings
 
-TRAINING_ONLY_KEYS = ("state", HEURISTIC_KEY)
 # forward_train output: joint log-prob (B,) of the heuristic's allocation, when observed.
 IMITATION_LOGP = "imitation_logp"
 
@@ -43,15 +43,16 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         self.n_entities, self.n_features = space["entities"].shape
         self.n_tasks = space["task_mask"].shape[0]
         self.n_slots = space["agent_mask"].shape[0]
-        embed_dim = cfg.get("embed_dim", 128)
+        model = ModelSettings.pick(cfg)
+        embed_dim = model.embed_dim
         self.net = AllocatorNet(
             self.n_features,
             self.n_slots,
             self.n_tasks,
             embed_dim=embed_dim,
-            n_heads=cfg.get("n_heads", 4),
-            agent_attention=cfg.get("agent_attention", True),
-            relative_scale=cfg.get("relative_scale", 15.0),
+            n_heads=model.n_heads,
+            agent_attention=model.agent_attention,
+            relative_scale=model.relative_scale,
         )
         self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
         self.value_out = torch.nn.Linear(embed_dim, 1)
@@ -88,8 +89,8 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         enc = self.net.encode(obs)
         _, _, logits = self.net.log_prob(obs, batch[Columns.ACTIONS].long(), enc=enc)
         out = {Columns.ACTION_DIST_INPUTS: logits.flatten(1)}
-        if self.imitating and HEURISTIC_KEY in batch[Columns.OBS]:
-            target = batch[Columns.OBS][HEURISTIC_KEY].long()
+        if self.imitating and HEURISTIC_ALLOCATION in batch[Columns.OBS]:
+            target = batch[Columns.OBS][HEURISTIC_ALLOCATION].long()
             out[IMITATION_LOGP], _, _ = self.net.log_prob(obs, target, enc=enc)
         if self.mi is not None:
             out.update(self.mi.inputs_from_allocator(enc, batch[Columns.OBS]))

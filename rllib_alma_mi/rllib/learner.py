@@ -12,6 +12,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from rllib_alma_mi.keys import IMITATION_SKIPPED, IMITATION_WEIGHT, MI_SKIPPED
+from rllib_alma_mi.losses import ImitationLoss, LossTerms, MutualInfoLoss
 from rllib_alma_mi.rllib.allocator_module import IMITATION_LOGP
 from rllib_alma_mi.rllib.minibatches import ProportionalMiniBatchIterator
 
@@ -81,8 +83,11 @@ class AlmaPPOLearner(PPOTorchLearner):
 
     Logs `mi_loss` and `mi_value` under `result["learners"][module_id]`. While the allocator
     imitates the heuristic (`imitation_steps`), adds `imitation_weight * imitation_loss` to its
-    loss and logs both under `result["learners"]["allocator"]`. Minibatches give the
-    allocator and the workers the same number of epochs (see `ProportionalMiniBatchIterator`).
+    loss and logs both under `result["learners"]["allocator"]`. A minibatch a term cannot
+    use (`rllib_alma_mi.losses`: too few valid rows, non-finite inputs) leaves that term out
+    and counts it in `mi_skipped` / `imitation_skipped` (lifetime sums); PPO's update goes on.
+    Minibatches give the allocator and the workers the same number of epochs (see
+    `ProportionalMiniBatchIterator`).
 
     Non-finite updates are skipped per module: when a module's loss or any of its gradients is
     NaN/inf on a minibatch, that module's parameters and optimizer state are left untouched for
@@ -97,6 +102,7 @@ class AlmaPPOLearner(PPOTorchLearner):
     def build(self) -> None:
         torch.set_num_threads(learner_threads(self.config))
         self._imitation_weight = imitation_weight_at(self.config, 0)
+        self._warned: set[tuple[str, str]] = set()
         super().build()
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
@@ -117,24 +123,31 @@ class AlmaPPOLearner(PPOTorchLearner):
         loss = super().compute_loss_for_module(
             module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
         )
+        loss_mask = batch.get(Columns.LOSS_MASK)
         if IMITATION_LOGP in fwd_out:
-            loss = loss + self._imitation_term(module_id, batch, fwd_out)
-        return self._with_mi_term(module_id, config, batch, fwd_out, loss)
+            terms = ImitationLoss()(fwd_out[IMITATION_LOGP], loss_mask)
+            self._log_terms(module_id, terms, IMITATION_SKIPPED)
+            loss = loss + self._imitation_weight * terms.loss
+        head = getattr(self.module[module_id].unwrapped(), "mi", None)
+        if head is not None and "mi_x" in fwd_out:
+            terms = MutualInfoLoss(head)(fwd_out, loss_mask)
+            self._log_terms(module_id, terms, MI_SKIPPED)
+            loss = loss + config.mi_weight * terms.loss
+        return loss
 
-    def _imitation_term(
-        self, module_id: str, batch: dict[str, Any], fwd_out: dict[str, Any]
-    ) -> torch.Tensor:
-        """`weight * nll`: the negative joint log-prob of the heuristic's allocation per real
-        decision, with the weight of `imitation_weight_at` for the current env step."""
-        logp = fwd_out[IMITATION_LOGP]
-        mask = batch.get(Columns.LOSS_MASK)
-        if mask is None:
-            nll = -logp.mean()
-        else:
-            mask = mask.to(logp.dtype)
-            nll = -(logp * mask).sum() / mask.sum().clamp(min=1.0)
-        self.metrics.log_value((module_id, "imitation_loss"), nll.detach(), window=1)
-        return self._imitation_weight * nll
+    def _log_terms(self, module_id: str, terms: LossTerms, skip_counter: str) -> None:
+        """A term's metrics, and its lifetime count of skipped minibatches."""
+        for name, value in terms.metrics.items():
+            self.metrics.log_value((module_id, name), value, window=1)
+        self.metrics.log_value(
+            (module_id, skip_counter), int(terms.skipped is not None), reduce="lifetime_sum"
+        )
+        if terms.skipped is not None and (module_id, terms.skipped) not in self._warned:
+            self._warned.add((module_id, terms.skipped))
+            logger.warning(
+                "module %r: a minibatch's %s term was skipped (%s); counted in %s",
+                module_id, skip_counter.removesuffix("_skipped"), terms.skipped, skip_counter,
+            )
 
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
@@ -148,30 +161,8 @@ class AlmaPPOLearner(PPOTorchLearner):
                 # Past the decay the heuristic's allocation is no longer scored at all.
                 module.imitating = self._imitation_weight > 0
                 self.metrics.log_value(
-                    (module_id, "imitation_weight"), self._imitation_weight, window=1
+                    (module_id, IMITATION_WEIGHT), self._imitation_weight, window=1
                 )
-
-    def _with_mi_term(
-        self,
-        module_id: str,
-        config: Any,
-        batch: dict[str, Any],
-        fwd_out: dict[str, Any],
-        loss: torch.Tensor,
-    ) -> torch.Tensor:
-        mi_head = getattr(self.module[module_id].unwrapped(), "mi", None)
-        if mi_head is None or "mi_x" not in fwd_out:
-            return loss
-        if not (torch.isfinite(fwd_out["mi_x"]).all() and torch.isfinite(fwd_out["mi_y"]).all()):
-            # MINE rejects non-finite inputs; a NaN loss makes the update skipped and counted.
-            nan = loss.new_tensor(float("nan"))
-            self.metrics.log_value((module_id, "mi_loss"), nan, window=1)
-            self.metrics.log_value((module_id, "mi_value"), nan, window=1)
-            return loss + nan
-        mi_loss, mi_value = mi_head.loss(fwd_out, batch.get(Columns.LOSS_MASK))
-        self.metrics.log_value((module_id, "mi_loss"), mi_loss.detach(), window=1)
-        self.metrics.log_value((module_id, "mi_value"), mi_value.detach(), window=1)
-        return loss + config.mi_weight * mi_loss
 
     def compute_gradients(self, loss_per_module: dict[str, Any], **kwargs) -> dict[Any, Any]:
         """Gradients of every module whose loss and gradients are finite; the others are dropped

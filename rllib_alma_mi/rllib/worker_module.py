@@ -9,9 +9,11 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
+from rllib_alma_mi.keys import STATE
+from rllib_alma_mi.nn.mi_head import MIHead
 from rllib_alma_mi.nn.worker import WorkerNet
 from rllib_alma_mi.rllib.acting import NoModeSwitchActing
-from rllib_alma_mi.rllib.mi_head import MIHead
+from rllib_alma_mi.settings import ModelSettings
 
 
 class WorkerModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
@@ -29,25 +31,25 @@ class WorkerModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         cfg = self.model_config
         _, n_features = space["entities"].shape
         n_actions = space["action_mask"].shape[0]
-        embed_dim = cfg.get("embed_dim", 128)
+        model = ModelSettings.pick(cfg)
         sizes = {
-            "embed_dim": embed_dim,
-            "n_heads": cfg.get("n_heads", 4),
-            "relative_scale": cfg.get("relative_scale", 15.0),
+            "embed_dim": model.embed_dim,
+            "n_heads": model.n_heads,
+            "relative_scale": model.relative_scale,
         }
         self.pi_net = WorkerNet(n_features, n_actions, **sizes)
-        shared = cfg.get("shared_worker_encoder", False)
+        shared = model.shared_worker_encoder
         self.vf_net = None if shared else WorkerNet(n_features, n_actions, **sizes)
-        self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=n_features)
-        if self.mi is not None and "state" not in space.spaces:
+        self.mi = MIHead.from_model_config(cfg, x_dim=model.embed_dim, n_features=n_features)
+        if self.mi is not None and STATE not in space.spaces:
             raise ValueError(
-                "mi_scheme=1 needs the centralized state in the worker observations; the "
-                "hierarchy adds it when include_state=True"
+                "mi_scheme=1 needs the centralized state in the worker observations; "
+                "AlmaPPOConfig has the hierarchy add it (build through AlmaPPOConfig)"
             )
 
     @staticmethod
     def _acting_obs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in batch[Columns.OBS].items() if k != "state"}
+        return {k: v for k, v in batch[Columns.OBS].items() if k != STATE}
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         obs = self._acting_obs(batch)

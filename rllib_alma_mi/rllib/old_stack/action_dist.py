@@ -5,8 +5,8 @@ Inputs are the per-step conditional logits of the autoregressive pointer, flatte
 the model (`AllocatorNet.sample`) and writes the logits it used back into the inputs, so the
 `action_dist_inputs` RLlib stores describe the allocation that was taken. The joint log-prob
 of given actions is computed by teacher forcing (`AllocatorNet.log_prob`) when the
-distribution comes from the model's last forward pass; entropy and KL are sums over agent
-slots of the per-step conditional ones, as on the new stack.
+distribution comes from the model's last forward pass; otherwise logp, entropy and KL are
+`JointAllocationLogits`' over the per-step logits, as on the new stack.
 
 Registered name (on import): `alma_allocation`.
 """
@@ -21,7 +21,7 @@ import torch
 from ray.rllib.models import ModelCatalog
 from ray.rllib.models.torch.torch_action_dist import TorchDistributionWrapper
 
-from rllib_alma_mi.nn.allocation import MASKED_LOGIT
+from rllib_alma_mi.nn.joint_allocation import JointAllocationLogits
 
 ALLOCATION_DIST = "alma_allocation"
 
@@ -52,9 +52,8 @@ class AllocationDistribution(TorchDistributionWrapper):
         """(B, N, T) conditional logits."""
         return self.inputs.reshape(-1, self.n_slots, self.n_tasks)
 
-    def _allowed(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, N, T) bool: the choices the mask allows at each step."""
-        return logits > MASKED_LOGIT
+    def _joint(self) -> JointAllocationLogits:
+        return JointAllocationLogits(self._step_logits())
 
     # ------------------------------------------------------------------------- sampling
     def _context(self):
@@ -107,27 +106,15 @@ class AllocationDistribution(TorchDistributionWrapper):
         if ctx is not None:
             log_prob, _, _ = self.model.net.log_prob(ctx.obs, actions, enc=ctx.enc)
             return log_prob
-        logits = self._step_logits()
-        allowed = self._allowed(logits)
-        single = allowed.sum(-1) == 1
-        actions = torch.where(single, allowed.long().argmax(-1), actions)
-        logp = torch.log_softmax(logits, dim=-1)
-        return logp.gather(-1, actions[..., None]).squeeze(-1).sum(-1)
+        return self._joint().log_prob(actions)
 
     def entropy(self) -> torch.Tensor:
         """Sum over slots of the conditional entropies: (B,)."""
-        logits = self._step_logits()
-        logp = torch.log_softmax(logits, dim=-1)
-        p_logp = torch.where(self._allowed(logits), logp.exp() * logp, 0.0)
-        return -p_logp.sum(dim=(-1, -2))
+        return self._joint().entropy()
 
     def kl(self, other: AllocationDistribution) -> torch.Tensor:
         """Sum over slots of KL(self_i || other_i) of the conditional distributions: (B,)."""
-        logits = self._step_logits()
-        logp = torch.log_softmax(logits, dim=-1)
-        logq = torch.log_softmax(other._step_logits(), dim=-1)
-        terms = torch.where(self._allowed(logits), logp.exp() * (logp - logq), 0.0)
-        return terms.sum(dim=(-1, -2))
+        return self._joint().kl(other._joint())
 
     @staticmethod
     def required_model_output_shape(action_space: gym.Space, model_config: Any) -> int:

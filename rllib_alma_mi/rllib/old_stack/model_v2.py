@@ -32,6 +32,8 @@ from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 from ray.rllib.policy.sample_batch import SampleBatch
 from torch import nn
 
+from rllib_alma_mi.keys import MI_SKIPPED, STATE
+from rllib_alma_mi.losses import MutualInfoLoss
 from rllib_alma_mi.nn.allocation import MASKED_LOGIT, AllocEncoding
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
 from rllib_alma_mi.rllib.old_stack.action_dist import ALLOCATION_DIST
@@ -56,7 +58,7 @@ class AllocatorContext(NamedTuple):
 
 
 def _without_state(obs: TensorDict) -> TensorDict:
-    return {k: v for k, v in obs.items() if k != "state"}
+    return {k: v for k, v in obs.items() if k != STATE}
 
 
 def _batch_size(obs: TensorDict) -> int:
@@ -104,6 +106,7 @@ class _AlmaModelV2(TorchModelV2, nn.Module):
         self._obs: TensorDict | None = None
         self._repr: Any = None
         self._mi_stats: dict[str, float] = {}
+        self._mi_skipped = 0
 
     def value_function(self) -> torch.Tensor:
         """Value of every row of the last forward pass: (B,)."""
@@ -124,17 +127,15 @@ class _AlmaModelV2(TorchModelV2, nn.Module):
             return policy_loss
         if self._obs is None or _batch_size(self._obs) != loss_inputs.count:
             self(loss_inputs)
-        mi_loss, mi_value = head.loss(self._mi_inputs(self._repr, self._obs), None)
-        if not torch.isfinite(mi_loss):
-            raise FloatingPointError(
-                f"mi_loss is {mi_loss.item()} (mi_value {mi_value.item()}); lower mi_weight or "
-                "the learning rate, or try mi_measure='JSD'"
-            )
-        self._mi_stats = {"mi_loss": float(mi_loss.detach()), "mi_value": float(mi_value.detach())}
-        return [loss + self.mi_weight * mi_loss for loss in policy_loss]
+        terms = MutualInfoLoss(head)(self._mi_inputs(self._repr, self._obs), None)
+        self._mi_skipped += int(terms.skipped is not None)
+        self._mi_stats = {name: float(value) for name, value in terms.metrics.items()}
+        self._mi_stats[MI_SKIPPED] = float(self._mi_skipped)
+        return [loss + self.mi_weight * terms.loss for loss in policy_loss]
 
     def metrics(self) -> dict[str, float]:
-        """`mi_loss` and `mi_value` of the last loss computation ({} when MI is off)."""
+        """`mi_loss` and `mi_value` of the last loss computation (absent when it was skipped)
+        and `mi_skipped`, the count of skipped loss computations ({} when MI is off)."""
         return dict(self._mi_stats)
 
     def _mi_inputs(self, representation: Any, obs: TensorDict) -> dict[str, torch.Tensor]:
