@@ -49,6 +49,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from envs.contract import contract_spaces
+from envs.grid_pictures import draw_lbf
 from envs.gym_benchmarks import FlatParallelEnv, resolve_kwargs
 
 __all__ = [
@@ -87,8 +88,8 @@ def _make_foraging_env(env_id: str | None, kwargs: dict[str, Any]) -> Any:
     env_class = _foraging_env_class()
     resolved = resolve_kwargs("lbf", env_id, kwargs, env_class, _ID_HELP)
     if resolved.get("render_mode") is not None:
-        raise ValueError(f"lbf: render_mode={resolved['render_mode']!r} is not supported: "
-                         "LBF draws with a pyglet window; use render_mode=None")
+        raise ValueError(f"lbf: render_mode={resolved['render_mode']!r} is not supported here "
+                         "(LBF's renderer needs a pyglet window); use render_mode=None")
     field_size = resolved["field_size"]
     if not (isinstance(field_size, tuple | list) and len(field_size) == 2):
         raise ValueError(f"lbf: field_size={field_size!r} must be (rows, cols)")
@@ -120,6 +121,7 @@ class LBFTasks(ParallelEnv):
     Args:
         env_id: a registered LBF gymnasium id, or None to give every ``ForagingEnv``
             argument in ``kwargs``.
+        render_mode: None or "rgb_array" (``render()`` draws the grid with Pillow).
         **kwargs: ``ForagingEnv`` arguments (override the id's when ``env_id`` is given).
 
     Shapes (E = n + M, F = 5, T = M, A = 6; n players, M = max_num_food), per agent:
@@ -128,9 +130,17 @@ class LBFTasks(ParallelEnv):
     ``action_mask`` (A,) int8. ``state()``: the same layout, unmasked.
     """
 
-    metadata = {"name": "lbf_tasks_v0", "render_modes": [], "is_parallelizable": True}
+    metadata = {
+        "name": "lbf_tasks_v0", "render_modes": ["rgb_array"], "is_parallelizable": True
+    }
 
-    def __init__(self, env_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, env_id: str | None = None, render_mode: str | None = None, **kwargs: Any
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"lbf: render_mode={render_mode!r} is not supported; allowed: "
+                             "None, 'rgb_array'")
+        self.render_mode = render_mode
         self.env_id = env_id
         self._env = _make_foraging_env(env_id, kwargs)
         env = self._env
@@ -334,8 +344,11 @@ class LBFTasks(ParallelEnv):
         pos, level = self._agent_arrays()
         return lift_allocation(pos, level, self._food_pos, self._food_level, self._food_live())
 
-    def render(self) -> None:
-        raise ValueError("lbf: render() is not supported (LBF draws with a pyglet window)")
+    def render(self) -> np.ndarray:
+        """"rgb_array": an (rows * 32, cols * 32, 3) uint8 picture of the grid."""
+        if self.render_mode is None:
+            raise ValueError("render() needs render_mode='rgb_array' at construction")
+        return draw_lbf(self._env.players, self._env.field, self.sight)
 
     def close(self) -> None:
         self._env.close()

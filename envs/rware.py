@@ -47,6 +47,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from envs.contract import contract_spaces
+from envs.grid_pictures import draw_rware
 from envs.gym_benchmarks import FlatParallelEnv, resolve_kwargs
 
 __all__ = [
@@ -101,8 +102,8 @@ def _make_warehouse(env_id: str | None, kwargs: dict[str, Any]) -> Any:
         raise ValueError(f"rware: msg_bits={resolved['msg_bits']!r} is not supported (it "
                          "makes actions MultiDiscrete); use msg_bits=0")
     if resolved.get("render_mode") is not None:
-        raise ValueError(f"rware: render_mode={resolved['render_mode']!r} is not supported: "
-                         "RWARE draws with a pyglet window; use render_mode=None")
+        raise ValueError(f"rware: render_mode={resolved['render_mode']!r} is not supported here "
+                         "(RWARE's renderer needs a pyglet window); use render_mode=None")
     return wh.Warehouse(**resolved)
 
 
@@ -129,6 +130,7 @@ class RWARETasks(ParallelEnv):
     Args:
         env_id: a registered RWARE gymnasium id, or None to give every ``Warehouse``
             argument in ``kwargs``.
+        render_mode: None or "rgb_array" (``render()`` draws the grid with Pillow).
         **kwargs: ``Warehouse`` arguments (override the id's when ``env_id`` is given);
             ``reward_type`` and ``observation_type`` may be given by name.
 
@@ -138,9 +140,17 @@ class RWARETasks(ParallelEnv):
     int64, ``action_mask`` (A,) int8. ``state()``: the same layout, unmasked.
     """
 
-    metadata = {"name": "rware_tasks_v0", "render_modes": [], "is_parallelizable": True}
+    metadata = {
+        "name": "rware_tasks_v0", "render_modes": ["rgb_array"], "is_parallelizable": True
+    }
 
-    def __init__(self, env_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, env_id: str | None = None, render_mode: str | None = None, **kwargs: Any
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"rware: render_mode={render_mode!r} is not supported; allowed: "
+                             "None, 'rgb_array'")
+        self.render_mode = render_mode
         self.env_id = env_id
         self._env = _make_warehouse(env_id, kwargs)
         env = self._env
@@ -299,8 +309,11 @@ class RWARETasks(ParallelEnv):
                 carried[i] = agent.carrying_shelf.id - 1
         return nearest_request_allocation(robots, shelves[requested], requested, carried)
 
-    def render(self) -> None:
-        raise ValueError("rware: render() is not supported (RWARE draws with a pyglet window)")
+    def render(self) -> np.ndarray:
+        """"rgb_array": an (rows * 32, cols * 32, 3) uint8 picture of the grid."""
+        if self.render_mode is None:
+            raise ValueError("render() needs render_mode='rgb_array' at construction")
+        return draw_rware(self._env)
 
     def close(self) -> None:
         self._env.close()

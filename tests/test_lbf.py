@@ -303,3 +303,17 @@ def test_alma_ppo_builds_and_trains_one_iteration_on_lbf():
         assert 0.0 <= result["env_runners"]["tasks_completed_frac"] <= 1.0
     finally:
         algo.stop()
+
+
+def test_render_rgb_array_draws_the_grid():
+    env = parallel_env(PARTIAL, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (8 * 32, 8 * 32, 3) and frame.dtype == np.uint8
+    row, col = env.unwrapped_env.players[0].position
+    centre = frame[row * 32 + 16, col * 32 + 10]
+    assert tuple(centre) == (214, 58, 48)  # agent_0's colour in its cell
+    with pytest.raises(ValueError, match="render_mode"):
+        parallel_env(PARTIAL).render()
+    with pytest.raises(ValueError, match="render_mode"):
+        parallel_env(PARTIAL, render_mode="human")

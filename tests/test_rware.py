@@ -242,3 +242,16 @@ def test_registered_for_the_hierarchy_with_the_heuristic():
     assert set(obs) == {"agent_0", "agent_1"}
     expected = env.base.heuristic_allocation()
     assert env.allocation() == {"agent_0": int(expected[0]), "agent_1": int(expected[1])}
+
+
+def test_render_rgb_array_draws_the_grid():
+    env = parallel_env(TINY, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (11 * 32, 10 * 32, 3) and frame.dtype == np.uint8
+    shelf = env.unwrapped_env.request_queue[0]
+    assert tuple(frame[shelf.y * 32 + 16, shelf.x * 32 + 16]) == (40, 160, 160)  # requested
+    with pytest.raises(ValueError, match="render_mode"):
+        parallel_env(TINY).render()
+    with pytest.raises(ValueError, match="render_mode"):
+        parallel_env(TINY, render_mode="human")
