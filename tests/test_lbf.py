@@ -317,3 +317,15 @@ def test_render_rgb_array_draws_the_grid():
         parallel_env(PARTIAL).render()
     with pytest.raises(ValueError, match="render_mode"):
         parallel_env(PARTIAL, render_mode="human")
+
+
+def test_rllib_env_check_passes_on_the_hierarchy_and_the_flat_env():
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+    from rllib_alma_mi.hierarchy import HierarchicalEnv
+    from rllib_alma_mi.settings import HierarchySettings
+
+    # every food is live at reset, so the check's sampled allocation is valid
+    check_multiagent_environments(HierarchicalEnv(parallel_env(PARTIAL), HierarchySettings()))
+    check_multiagent_environments(ParallelPettingZooEnv(flat_parallel_env(PARTIAL)))

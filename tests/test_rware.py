@@ -158,10 +158,19 @@ def test_a_delivery_credits_its_request_slot(reward_type, paid):
     assert not any(terms.values()) and not any(truncs.values())
 
 
-def test_task_rewards_sum_to_the_env_reward_over_random_steps():
-    env = parallel_env("rware-tiny-4ag-easy-v2")
-    for _, rewards, *_rest, infos in rollout(env, seed=0, steps=200):
-        assert infos["agent_0"]["task_rewards"].sum() == pytest.approx(sum(rewards.values()))
+def test_two_deliveries_in_one_step_credit_their_own_slots():
+    env = parallel_env(TINY)
+    env.reset(seed=3)
+    wh = env.unwrapped_env
+    for robot, (goal_x, goal_y), shelf in zip(wh.agents, wh.goals, wh.request_queue,
+                                              strict=True):
+        robot.x, robot.y, robot.dir = goal_x, goal_y - 1, Direction.DOWN
+        shelf.x, shelf.y = robot.x, robot.y
+        robot.carrying_shelf = shelf
+    wh._recalc_grid()
+    _, rewards, _, _, infos = env.step({"agent_0": FORWARD, "agent_1": FORWARD})
+    assert rewards == {"agent_0": 1.0, "agent_1": 1.0}
+    assert infos["agent_0"]["task_rewards"].tolist() == [1.0, 1.0]
 
 
 def test_step_limit_is_a_truncation_with_the_delivery_count():
@@ -255,3 +264,14 @@ def test_render_rgb_array_draws_the_grid():
         parallel_env(TINY).render()
     with pytest.raises(ValueError, match="render_mode"):
         parallel_env(TINY, render_mode="human")
+
+
+def test_rllib_env_check_passes_on_the_hierarchy_and_the_flat_env():
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+    from rllib_alma_mi.hierarchy import HierarchicalEnv
+    from rllib_alma_mi.settings import HierarchySettings
+
+    check_multiagent_environments(HierarchicalEnv(parallel_env(TINY), HierarchySettings()))
+    check_multiagent_environments(ParallelPettingZooEnv(flat_parallel_env(TINY)))
