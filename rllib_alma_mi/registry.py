@@ -84,9 +84,23 @@ def _mpe_spread(**kwargs: Any):
     return parallel_env(**kwargs)
 
 
+def _lbf(**kwargs: Any):
+    from envs.lbf import parallel_env  # without lbforaging this raises "pip install .[lbf]"
+
+    return parallel_env(**kwargs)
+
+
+def _rware(**kwargs: Any):
+    from envs.rware import parallel_env  # without rware this raises "pip install .[rware]"
+
+    return parallel_env(**kwargs)
+
+
 def register_builtin_envs() -> None:
     register_env("save_the_city", _save_the_city)
     register_env("mpe_spread", _mpe_spread)
+    register_env("lbf", _lbf)
+    register_env("rware", _rware)
 
 
 register_builtin_envs()
