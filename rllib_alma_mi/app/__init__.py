@@ -1,0 +1,1 @@
+"""The application layer: command line, experiment files, evaluation, plotting, rendering, checkpoints."""
