@@ -26,6 +26,12 @@ from rllib_alma_mi.keys import (
     TEAM_RETURN,
 )
 from rllib_alma_mi.settings import HierarchySettings
+from rllib_alma_mi.views import (
+    allocation_due,
+    allocator_observation,
+    random_allocation,
+    subtask_obs_mask,
+)
 
 
 class HierarchicalEnv(MultiAgentEnv):
@@ -167,8 +173,7 @@ class HierarchicalEnv(MultiAgentEnv):
         self._read_base_obs()
         if done:
             return self._final_step(out_rewards, infos, terminated, truncated)
-        task_resolved = bool(np.any(prev_task_mask & ~self._task_mask))
-        due = self._t % self.settings.alloc_interval == 0 or task_resolved
+        due = allocation_due(self._t, self.settings.alloc_interval, prev_task_mask, self._task_mask)
         if due and self.learned:
             self._awaiting_allocation = True
             out_rewards[ALLOCATOR] = self._take_alloc_reward()
@@ -237,10 +242,7 @@ class HierarchicalEnv(MultiAgentEnv):
         if self.settings.allocation == "heuristic":
             alloc = self._heuristic_allocation()
         else:
-            live_tasks = np.flatnonzero(self._task_mask)
-            alloc = np.zeros(self.n_slots, dtype=np.int64)
-            if live_tasks.size:
-                alloc[:] = self._rng.choice(live_tasks, size=self.n_slots)
+            alloc = random_allocation(self._rng, self._task_mask, self.n_slots)
         self._apply_allocation(alloc)
 
     def _heuristic_allocation(self) -> np.ndarray:
@@ -278,30 +280,10 @@ class HierarchicalEnv(MultiAgentEnv):
         return {k: self._state[k] for k in STATE_KEYS}
 
     def _allocator_obs(self) -> dict[str, np.ndarray]:
-        agent_mask = np.zeros(self.n_slots, dtype=np.int8)
-        agent_obs_mask = np.zeros((self.n_slots, self.n_entities), dtype=np.int8)
-        for a, slot in self._slot.items():
-            agent_mask[slot] = 1
-            agent_obs_mask[slot] = self._obs[a]["obs_mask"]
-        entity_mask = self._state["entity_mask"]
-        entities, entity2task = self._state["entities"], self._state["entity2task"]
-        if self.settings.allocator_view == "team":
-            seen = agent_obs_mask.max(axis=0)
-            entities = entities * seen[:, None].astype(entities.dtype)
-            entity2task = entity2task * seen[:, None]
-            entity_mask = entity_mask * seen
-            obs_mask = seen.astype(np.int8)
-        else:
-            obs_mask = entity_mask.astype(np.int8, copy=True)
-        obs = {
-            "entities": entities,
-            "entity_mask": entity_mask,
-            "obs_mask": obs_mask,
-            "entity2task": entity2task,
-            "task_mask": self._state["task_mask"],
-            "agent_mask": agent_mask,
-            "agent_obs_mask": agent_obs_mask,
-        }
+        obs_masks = {slot: self._obs[a]["obs_mask"] for a, slot in self._slot.items()}
+        obs = allocator_observation(
+            self._state, obs_masks, self.n_slots, self.settings.allocator_view
+        )
         if self.settings.imitation:
             obs[HEURISTIC_ALLOCATION] = self._heuristic_allocation()
         if self.include_state:
@@ -310,20 +292,14 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def _worker_obs(self) -> dict[str, dict[str, np.ndarray]]:
         restrict = self.settings.subtask_mask and not self.flat
-        if restrict:
-            # entities each task owns, plus per-task agent rows (agents on the same task)
-            task_entities = self._state["entity2task"].T.astype(bool)  # (T, E)
         out = {}
         for a in self._live:
             obs = dict(self._obs[a])
             if restrict:
-                slot = self._slot[a]
-                task = self._allocation[slot]
-                allowed = task_entities[task].copy()
-                mates = [s for s in self._slot.values() if self._allocation[s] == task]
-                allowed[mates] = True
-                allowed[slot] = True
-                obs["obs_mask"] = (obs["obs_mask"].astype(bool) & allowed).astype(np.int8)
+                obs["obs_mask"] = subtask_obs_mask(
+                    obs["obs_mask"], self._slot[a], self._allocation, self._slot.values(),
+                    self._state["entity2task"],
+                )
             if self.include_state:
                 obs[STATE] = self._state_obs()
             out[a] = obs

@@ -18,6 +18,14 @@ _CREATORS: dict[str, Callable[..., Any]] = {}
 _CHECKED: set[tuple[str, str]] = set()
 
 
+def hierarchy_block(env_config: dict[str, Any]) -> tuple[HierarchySettings, bool]:
+    """The hierarchy settings and `include_state` that `AlmaPPOConfig` wrote into an
+    `env_config` (defaults when it holds no hierarchy block)."""
+    block = dict(env_config.get(HIERARCHY_KEY, {}))
+    include_state = bool(block.pop(INCLUDE_STATE, False))
+    return HierarchySettings.from_dict(block), include_state
+
+
 class _HierarchyCreator:
     """Picklable RLlib env creator: `env_config` = the user's env kwargs + the hierarchy block."""
 
@@ -26,9 +34,8 @@ class _HierarchyCreator:
 
     def __call__(self, env_config: dict[str, Any]) -> HierarchicalEnv:
         kwargs = dict(env_config)
-        block = dict(kwargs.pop(HIERARCHY_KEY, {}))
-        include_state = bool(block.pop(INCLUDE_STATE, False))
-        settings = HierarchySettings.from_dict(block)
+        settings, include_state = hierarchy_block(kwargs)
+        kwargs.pop(HIERARCHY_KEY, None)
         return HierarchicalEnv(self.creator(**kwargs), settings, include_state=include_state)
 
 

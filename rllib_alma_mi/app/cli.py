@@ -5,6 +5,7 @@
     rllib-alma-mi sweep --config FILE.yaml --grid mi_weight=0.0001,0.001 --seeds 3
     rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps]
     rllib-alma-mi render --checkpoint PATH --out episode.gif [--seed S]
+    rllib-alma-mi export --checkpoint PATH --out DIR [--format torchscript|onnx]
 
 Bad input (an invalid experiment file, `--set`, `--grid` or `--env-config` value, a path
 without runs or checkpoints) exits with status 2 and one line on stderr.
@@ -36,9 +37,10 @@ class UsageError(ValueError):
 def _errors() -> tuple[type[Exception], ...]:
     from rllib_alma_mi.app.evaluation import EvaluationError
     from rllib_alma_mi.app.experiment import ConfigError
+    from rllib_alma_mi.app.export import ExportError
     from rllib_alma_mi.app.plotting import PlotError
 
-    return ConfigError, EvaluationError, PlotError, UsageError
+    return ConfigError, EvaluationError, ExportError, PlotError, UsageError
 
 
 # ----------------------------------------------------------------------------------- progress
@@ -302,6 +304,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rllib_alma_mi.app import evaluation as ev
+    from rllib_alma_mi.app.export import check_format, export_checkpoint
+
+    check_format(args.format)
+    ev.find_checkpoint(args.checkpoint)
+    _init_ray(None, args.verbose)
+    manifest = export_checkpoint(args.checkpoint, args.out, args.format)
+    models = ", ".join(f"{name}: {file}" for name, file in manifest.models.items())
+    print(f"wrote {args.out}: {args.format} models ({models}) and manifest.json; "
+          f"allocation {manifest.hierarchy['allocation']!r}, run them with "
+          "rllib_alma_mi.deploy.TeamPolicy.load")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from rllib_alma_mi.app.plotting import plot_runs
 
@@ -410,6 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--fps", type=float, default=None,
                         help="frames per second (default: the env's render_fps)")
     render.set_defaults(func=cmd_render)
+
+    export = verbs.add_parser(
+        "export", parents=[common],
+        help="write the trained networks as standalone models (run without Ray)",
+    )
+    export.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="checkpoint, trial or one-trial run directory")
+    export.add_argument("--out", required=True, metavar="DIR",
+                        help="new or empty directory (or an earlier export, replaced)")
+    export.add_argument("--format", default="torchscript", metavar="FORMAT",
+                        help="torchscript (needs torch to run) or onnx (needs onnxruntime)")
+    export.set_defaults(func=cmd_export)
 
     plot = verbs.add_parser(
         "plot", parents=[common], help="learning curves over seeds from run directories"

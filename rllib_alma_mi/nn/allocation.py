@@ -92,7 +92,8 @@ class AllocatorNet(nn.Module):
         agent_emb = entity_emb[:, :n]
         if self.agent_attention:
             e = entity_emb.shape[1]
-            own = torch.eye(n, e, dtype=torch.bool, device=vis.device)
+            # A float eye cast to bool: ONNX Runtime has no boolean EyeLike kernel.
+            own = torch.eye(n, e, device=vis.device).bool()
             sees = (as_bool(obs["agent_obs_mask"]) & vis[:, None, :]) | own
             agent_emb = self.agent_norm(
                 agent_emb + self.agent_attn(agent_emb, entity_emb, sees, query_mask=alive)
