@@ -9,8 +9,7 @@ what it means on the new stack: the same hierarchy block in `env_config`, the sa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.policy.policy import PolicySpec
 
 from rllib_alma_mi.keys import ALLOCATOR, agent_to_module
@@ -18,12 +17,10 @@ from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback, add_callback
 from rllib_alma_mi.rllib.old_stack.action_dist import ALLOCATION_DIST
 from rllib_alma_mi.rllib.old_stack.model_v2 import ALLOCATOR_MODEL, WORKER_MODEL
 
-if TYPE_CHECKING:
-    from rllib_alma_mi.algorithm import AlmaPPOConfig
 
-
-def wire_old_stack(config: AlmaPPOConfig) -> None:
-    """Sets the policies (`allocator`, `worker`), their models and the policy mapping.
+def wire_old_stack(config: PPOConfig) -> None:
+    """Sets the policies (`allocator`, `worker`), their models and the policy mapping of an
+    `AlmaPPOConfig`.
 
     Policy `allocator`: model `alma_allocator` with the `alma_allocation` distribution;
     policy `worker` (shared by all low-level agents): model `alma_worker`. The model's
