@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_CITY, tiny_config
 from ray.rllib.core.columns import Columns
 
 from envs.save_the_city import parallel_env
-from rllib_alma_mi import AlmaPPOConfig
 from rllib_alma_mi.app.checkpoints import save_checkpoint
 from rllib_alma_mi.app.cli import main
 from rllib_alma_mi.app.evaluation import (
@@ -30,21 +30,8 @@ from rllib_alma_mi.registry import HIERARCHY_KEY
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-ENV_CONFIG = {"scenario": "2a_3b", "max_cycles": 40}
 FORMATS = ("torchscript", "onnx")
 SEEDS = (0, 1)
-
-
-def tiny_config(**alma):
-    return (
-        AlmaPPOConfig()
-        .environment("save_the_city", env_config=ENV_CONFIG)
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1)
-        .alma(embed_dim=16, **alma)
-        .mutual_info(mi_embed_dim=16)
-        .debugging(seed=0)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +40,7 @@ def learned(ray_session, tmp_path_factory):
     TorchScript one from the checkpoint by the command line, the ONNX one from the same
     weights in memory)."""
     root = tmp_path_factory.mktemp("deploy")
-    algo = tiny_config().build_algo()
+    algo = tiny_config(env_config=SMALL_CITY).build_algo()
     algo.train()
     checkpoint = save_checkpoint(algo, root / "checkpoint")
     exports = {"torchscript": root / "torchscript", "onnx": root / "onnx"}
@@ -66,7 +53,7 @@ def learned(ray_session, tmp_path_factory):
 @pytest.fixture(scope="module")
 def flat(ray_session, tmp_path_factory):
     """The flat method (no allocator, no subtask mask), built without training."""
-    algo = tiny_config(allocation="none").mutual_info(use_mutual_info=False).build_algo()
+    algo = tiny_config(env_config=SMALL_CITY, allocation="none", use_mutual_info=False).build_algo()
     out = tmp_path_factory.mktemp("flat") / "team"
     export_algorithm(algo, out, "onnx")
     yield algo, out
@@ -111,7 +98,7 @@ def evaluation_trace(algo, seed, allocation=None):
 
 
 def deploy_trace(policy, seed, greedy=True):
-    env = parallel_env(**ENV_CONFIG)
+    env = parallel_env(**SMALL_CITY)
     actions, allocations = [], []
 
     def record(chosen):
@@ -205,7 +192,7 @@ def test_flat_export_has_only_the_worker_and_acts_as_the_evaluation(flat):
 def test_sampled_actions_are_allowed_and_reproducible_by_seed(learned):
     _, _, exports = learned
     policy = TeamPolicy.load(exports["onnx"])
-    env = parallel_env(**ENV_CONFIG)
+    env = parallel_env(**SMALL_CITY)
     runs = []
     for _ in range(2):
         observations, _ = env.reset(seed=5)
@@ -225,7 +212,7 @@ def test_sampled_actions_are_allowed_and_reproducible_by_seed(learned):
 
 def test_old_api_stack_checkpoint_exports_and_acts(ray_session, tmp_path):
     algo = (
-        tiny_config()
+        tiny_config(env_config=SMALL_CITY)
         .api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
         .training(train_batch_size=200)
         .build_algo()
@@ -235,8 +222,8 @@ def test_old_api_stack_checkpoint_exports_and_acts(ray_session, tmp_path):
         export_algorithm(algo, tmp_path / "team", "torchscript")
     finally:
         algo.stop()
-    result = run_episode(parallel_env(**ENV_CONFIG), TeamPolicy.load(tmp_path / "team"), seed=0)
-    assert 0 < result.steps <= ENV_CONFIG["max_cycles"] and result.allocations >= 1
+    result = run_episode(parallel_env(**SMALL_CITY), TeamPolicy.load(tmp_path / "team"), seed=0)
+    assert 0 < result.steps <= SMALL_CITY["max_cycles"] and result.allocations >= 1
 
 
 # ----------------------------------------------------------------------------------- no Ray
@@ -248,7 +235,7 @@ def test_runtime_plays_an_episode_without_importing_ray(learned, fmt):
         "from rllib_alma_mi.deploy import TeamPolicy, run_episode\n"
         "from envs.save_the_city import parallel_env\n"
         f"policy = TeamPolicy.load({str(exports[fmt])!r})\n"
-        f"result = run_episode(parallel_env(**{ENV_CONFIG!r}), policy, seed=0)\n"
+        f"result = run_episode(parallel_env(**{SMALL_CITY!r}), policy, seed=0)\n"
         "assert result.steps > 0\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch', 'onnxruntime'}))\n"
     )
@@ -302,5 +289,5 @@ def test_manifest_records_the_hierarchy_and_the_spaces(learned):
     assert manifest["hierarchy"]["alloc_interval"] == hierarchy["alloc_interval"]
     assert manifest["spaces"] == {"n_entities": 5, "n_features": manifest["spaces"]["n_features"],
                                   "n_tasks": 3, "n_agents": 2, "n_actions": 12}
-    assert manifest["env_config"] == ENV_CONFIG
+    assert manifest["env_config"] == SMALL_CITY
     assert manifest["source"]["checkpoint"] == str(Path(checkpoint).resolve())

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 import tree
+from conftest import small_config
 from ray.rllib.core.columns import Columns
 from ray.rllib.models.modelv2 import restore_original_dimensions
 from ray.rllib.models.preprocessors import get_preprocessor
 
-from rllib_alma_mi import AlmaPPOConfig
 from rllib_alma_mi.app.checkpoints import load_algorithm, save_checkpoint, uses_new_api_stack
 from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.registry import make_env
@@ -17,23 +17,6 @@ from rllib_alma_mi.rllib.old_stack.model_v2 import AllocatorModelV2, WorkerModel
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-SMALL = {"scenario": "2a_3b", "max_cycles": 40}
-OLD_STACK = {"enable_rl_module_and_learner": False, "enable_env_runner_and_connector_v2": False}
-
-
-def small_config(old_stack: bool, env_config=None, **mi) -> AlmaPPOConfig:
-    config = (
-        AlmaPPOConfig()
-        .environment("save_the_city", env_config=SMALL if env_config is None else env_config)
-        .training(train_batch_size_per_learner=400, minibatch_size=200, num_epochs=1)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
-        .alma(embed_dim=32)
-        .mutual_info(mi_embed_dim=32, **mi)
-        .debugging(seed=0)
-    )
-    if old_stack:
-        config.api_stack(**OLD_STACK)
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_CITY, tiny_config
 from ray.rllib.core.columns import Columns
 
 from rllib_alma_mi import AlmaPPOConfig
@@ -24,19 +25,6 @@ from rllib_alma_mi.registry import make_env
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-ENV_CONFIG = {"scenario": "2a_3b", "max_cycles": 30}
-
-
-def tiny_config(runners: int = 0, seed: int = 0, **alma) -> AlmaPPOConfig:
-    return (
-        AlmaPPOConfig()
-        .environment("save_the_city", env_config=dict(ENV_CONFIG))
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
-        .env_runners(num_env_runners=runners, num_envs_per_env_runner=1)
-        .alma(embed_dim=16, **alma)
-        .mutual_info(mi_embed_dim=16)
-        .debugging(seed=seed)
-    )
 
 
 def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,7 +123,7 @@ def test_tiny_minibatches_skip_mi_instead_of_stopping_training(old_stack):
     and training goes on."""
     config = (
         AlmaPPOConfig()
-        .environment("save_the_city", env_config=dict(ENV_CONFIG))
+        .environment("save_the_city", env_config=dict(TINY_CITY))
         .training(train_batch_size_per_learner=16, minibatch_size=4, num_epochs=1)
         .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=16)
         .alma(embed_dim=16)
@@ -302,7 +290,7 @@ def test_crash_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
 # ------------------------------------------------------------------ reproducibility
 def _rollout(seed: int, allocation: str, n_steps: int = 60) -> list:
     """A seeded random policy (valid actions only) through the hierarchy."""
-    env_config = {**ENV_CONFIG, "_hierarchy": {"allocation": allocation}}
+    env_config = {**TINY_CITY, "_hierarchy": {"allocation": allocation}}
     env = make_env("save_the_city", env_config)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)

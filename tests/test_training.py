@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import tree
+from conftest import small_config
 from custom_env import LineVisitEnv
 from custom_env import parallel_env as line_visit
 from ray.rllib.algorithms.algorithm import Algorithm
@@ -18,27 +19,11 @@ from rllib_alma_mi.rllib.allocator_module import IMITATION_LOGP
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-SMALL = {"scenario": "2a_3b", "max_cycles": 40}
-
-
-def small_config(env="save_the_city", env_config=None, runners=0, **mi):
-    config = (
-        AlmaPPOConfig()
-        .environment(env, env_config=SMALL if env_config is None else env_config)
-        .training(train_batch_size_per_learner=400, minibatch_size=200, num_epochs=1)
-        .env_runners(num_env_runners=runners, num_envs_per_env_runner=2)
-        .rl_module(model_config={"embed_dim": 32})
-        .alma(embed_dim=32)
-        .debugging(seed=0)
-    )
-    if mi:
-        config.mutual_info(**mi)
-    return config
 
 
 @pytest.fixture(scope="module")
 def trained_mi_algo(ray_session):
-    algo = small_config(mi_embed_dim=32).build_algo()
+    algo = small_config().build_algo()
     result = algo.train()
     yield algo, result
     algo.stop()
@@ -74,7 +59,7 @@ def test_no_mi_stats_when_mi_is_off():
     ],
 )
 def test_every_scheme_trains_and_logs_on_its_module(mi):
-    algo = small_config(mi_embed_dim=16, **mi).build_algo()
+    algo = small_config(width=16, **mi).build_algo()
     try:
         result = algo.train()
         module_id = "worker" if mi["mi_scheme"] == 1 else "allocator"
@@ -100,7 +85,7 @@ def test_variable_team_sizes_train():
 def test_user_env_trains_through_register_env():
     register_env("line_visit_test", line_visit)
     config = small_config(
-        env="line_visit_test", env_config={"n_agents": 2, "n_targets": 3}, mi_embed_dim=16
+        env="line_visit_test", env_config={"n_agents": 2, "n_targets": 3}, width=16
     )
     algo = config.build_algo()
     try:
@@ -185,7 +170,7 @@ def _some_observations(algo):
 @pytest.mark.parametrize("runners", [0, 1])
 def test_checkpoint_round_trip_keeps_greedy_actions(tmp_path, runners):
     """Also with a remote env runner: the restored algorithm acts exactly as the saved one."""
-    algo = small_config(runners=runners, mi_embed_dim=16).build_algo()
+    algo = small_config(runners=runners, width=16).build_algo()
     try:
         algo.train()
         path = algo.save_to_path(str(tmp_path / "ckpt"))
@@ -204,7 +189,7 @@ def test_checkpoint_round_trip_keeps_greedy_actions(tmp_path, runners):
 
 
 def test_acting_never_reads_the_centralized_state_nor_the_heuristic():
-    config = small_config(mi_target="global_state", mi_embed_dim=16).alma(imitation_steps=1000)
+    config = small_config(mi_target="global_state", width=16).alma(imitation_steps=1000)
     algo = config.build_algo()
     try:
         obs = _some_observations(algo)
