@@ -5,27 +5,25 @@ import pytest
 import torch
 
 from rllib_alma_mi import AlmaPPOConfig
-from rllib_alma_mi.evolution.population import (
-    ATTRIBUTE,
-    STATE_KEY,
-    EvolutionSettings,
-    EvolutionState,
-    _learner_module_states,
-    _stack,
+from rllib_alma_mi.app.evaluation import GreedyActor, make_eval_env, run_episode
+from rllib_alma_mi.evolution import EvolutionSettings
+from rllib_alma_mi.evolution.mi_step import mi_step_on_observations
+from rllib_alma_mi.evolution.operators import (
     crossover,
-    evaluate_heads_locally,
     head_from_state,
     head_of,
     load_head,
-    mi_step_on_observations,
     mutate,
     next_generation,
     random_head,
     select_parents,
     tournament,
 )
+from rllib_alma_mi.evolution.rollouts import evaluate_heads_locally, learner_module_states
+from rllib_alma_mi.evolution.state import STATE_KEY, EvolutionState, attached_state
 from rllib_alma_mi.keys import ALLOCATOR
 from rllib_alma_mi.nn.allocation import AllocatorNet
+from rllib_alma_mi.rllib.greedy import stack_observations
 
 SMALL = {"scenario": "2a_3b", "max_cycles": 30}
 
@@ -293,31 +291,64 @@ def test_ea_observations_train_the_encoder_through_the_mi_term_only(
 ):
     algo = _small_algo(use_mutual_info)
     try:
-        states = _learner_module_states(algo)
+        states = learner_module_states(algo)
         specs = {m: spec for m, spec in algo.config.rl_module_spec.rl_module_specs.items()}
         observations = []
         evaluate_heads_locally(
             [head_from_state(states[ALLOCATOR])], specs, states, algo.config.env,
             algo.config.env_config, [0, 1], observations,
         )
-        batch = _stack(observations)
+        batch = stack_observations(observations)
         results = algo.learner_group.foreach_learner(
             lambda learner: mi_step_on_observations(learner, batch)
         )
-        value = [r.get() for r in results][0]
-        after = _learner_module_states(algo)
+        terms = [r.get() for r in results][0]
+        after = learner_module_states(algo)
     finally:
         algo.stop()
     changed = _changed(states[ALLOCATOR], after[ALLOCATOR])
     assert not _changed(states["worker"], after["worker"])
     if not use_mutual_info:
-        assert value is None and not changed
+        assert terms is None and not changed
         return
-    assert np.isfinite(value)
+    assert terms.skipped is None and np.isfinite(float(terms.metrics["mi_value"]))
     assert any(k.startswith("net.") for k in changed)  # the shared encoder
     assert any(k.startswith("mi.") for k in changed)  # the MINE critic
     assert not any(k.startswith("net.ptr_") for k in changed)  # the evolved heads
     assert not any(k.startswith("value_") for k in changed)  # the critic of PPO
+
+
+def test_evaluation_and_evolution_rollouts_play_the_same_greedy_episodes(ray_session):
+    """`evaluate` and the population's fitness share one greedy actor; the team return both
+    report is the hierarchy's `team_return`, the sum of the base env's mean team reward."""
+    algo = _small_algo(use_mutual_info=True)
+    try:
+        states = learner_module_states(algo)
+        rl_head = head_from_state(states[ALLOCATOR])
+        assert _equal(head_from_state(algo.get_module(ALLOCATOR).get_state()), rl_head)
+        env = make_eval_env(algo.config.env, dict(algo.config.env_config))
+        actor = GreedyActor(algo, env)
+        summed = []
+        base_step = env.base.step
+
+        def summing_step(actions):
+            out = base_step(actions)
+            summed[-1] += float(np.mean(list(out[1].values())))
+            return out
+
+        env.base.step = summing_step
+        specs = algo.config.rl_module_spec.rl_module_specs
+        evaluated, rolled_out = [], []
+        for seed in (0, 1, 2):
+            summed.append(0.0)
+            evaluated.append(run_episode(env, actor, seed).team_return)
+            rolled_out += evaluate_heads_locally(
+                [rl_head], specs, states, algo.config.env, algo.config.env_config, [seed]
+            )
+    finally:
+        algo.stop()
+    assert evaluated == rolled_out == summed
+    assert len(set(evaluated)) > 1  # the seeds give different episodes
 
 
 # ---------------------------------------------------------------------------- integration
@@ -337,13 +368,13 @@ def test_training_iteration_runs_a_generation_and_checkpoints_keep_it(ray_sessio
     )
     algo = config.build_algo()
     try:
-        initial = [dict(h) for h in getattr(algo, ATTRIBUTE).population]
+        initial = [dict(h) for h in attached_state(algo).population]
         result = algo.train()
         evo = result["evolution"]
         for key in ("best_fitness", "mean_fitness", "rl_fitness", "rl_rank", "ea_mi_value"):
             assert np.isfinite(evo[key])
         assert evo["generation"] == 1 and 1 <= evo["rl_rank"] <= 4
-        state = getattr(algo, ATTRIBUTE)
+        state = attached_state(algo)
         learner_head = head_from_state(algo.get_module(ALLOCATOR).get_state())
         assert any(_equal(h, learner_head) for h in state.population)  # injected RL head
         assert not all(_equal(a, b) for a, b in zip(initial, state.population, strict=True))
@@ -354,7 +385,7 @@ def test_training_iteration_runs_a_generation_and_checkpoints_keep_it(ray_sessio
         algo.stop()
     restored = Algorithm.from_checkpoint(path)
     try:
-        back = getattr(restored, ATTRIBUTE)
+        back = attached_state(restored)
         assert back.generation == state.generation and back.metrics == state.metrics
         assert all(_equal(a, b) for a, b in zip(state.population, back.population, strict=True))
         assert torch.equal(back.rng.get_state(), state.rng.get_state())

@@ -1,9 +1,10 @@
 """Greedy evaluation of a trained checkpoint, also on team sizes and sight ranges not trained on.
 
 Both levels act greedily: the allocator decodes its allocation autoregressively with the most
-likely task per agent, workers take the argmax of their masked logits. The reported `return`
-is the team return: the sum over env steps of the wrapped environment's team reward (its mean
-over live agents), which for SaveTheCity is the return ALMA reports.
+likely task per agent, workers take the argmax of their masked logits
+(`rllib_alma_mi.rllib.greedy`). The reported `return` is the team return `HierarchicalEnv`
+reports at an episode's end: the sum over env steps of the wrapped environment's team reward
+(its mean over live agents), which for SaveTheCity is the return ALMA reports.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from typing import Any
 import numpy as np
 
 from rllib_alma_mi.app.checkpoints import load_algorithm, uses_new_api_stack
+from rllib_alma_mi.app.experiment import check_env_config
+from rllib_alma_mi.keys import (
+    ALLOCATOR,
+    BASE_ENV_STEPS,
+    SOLVED,
+    TASKS_BURNED,
+    TASKS_COMPLETED,
+    agent_to_module,
+)
+from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
+from rllib_alma_mi.rllib.greedy import GreedyModuleActor, play_episode
+from rllib_alma_mi.settings import ALLOCATIONS
 
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 
@@ -59,16 +72,6 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------- acting
-def _stack(observations: list[Any]) -> Any:
-    """A list of (nested dict) observations → one batch of tensors with leading axis B."""
-    import torch
-
-    first = observations[0]
-    if isinstance(first, dict):
-        return {k: _stack([o[k] for o in observations]) for k in first}
-    return torch.as_tensor(np.stack([np.asarray(o) for o in observations]))
-
-
 def _rebuild(module_id: str, module: Any, obs_space: Any, act_space: Any) -> Any:
     """`module` built for other spaces (another team size or scenario), with its weights."""
     if module.observation_space == obs_space and module.action_space == act_space:
@@ -94,23 +97,21 @@ class GreedyActor:
     """Greedy actions of a restored Algorithm for the agents of one `HierarchicalEnv`.
 
     On the new API stack the modules are rebuilt for `env`'s spaces when they differ from the
-    training env's (other team sizes), keeping the trained weights.
+    training env's (other team sizes), keeping the trained weights, and act through
+    `GreedyModuleActor`; on the old stack the policies act through `compute_single_action`.
     """
 
     def __init__(self, algo: Any, env: Any):
-        from rllib_alma_mi.keys import agent_to_module
-
-        self._module_of = agent_to_module
         self.algo = algo
         self.new_stack = uses_new_api_stack(algo)
         agent_of = {agent_to_module(a): a for a in env.possible_agents}
-        self.modules: dict[str, Any] = {}
+        modules: dict[str, Any] = {}
         for module_id, agent in agent_of.items():
             obs_space, act_space = env.observation_spaces[agent], env.action_spaces[agent]
             if self.new_stack:
                 module = _rebuild(module_id, algo.get_module(module_id), obs_space, act_space)
                 module.eval()
-                self.modules[module_id] = module
+                modules[module_id] = module
             else:
                 space = algo.get_policy(module_id).observation_space
                 if getattr(space, "original_space", space) != obs_space:
@@ -118,59 +119,22 @@ class GreedyActor:
                         "evaluating an old-API-stack checkpoint on spaces other than its "
                         "training env's is not supported; keep the team size and scenario"
                     )
+        self._modules = GreedyModuleActor(modules) if self.new_stack else None
 
     def act(self, observations: dict[str, Any]) -> dict[str, Any]:
         """Greedy actions for the agents in `observations`: the allocator's (N,) allocation,
-        each worker's int action (one batched forward pass per module)."""
-        if not self.new_stack:
-            return {
-                agent: self.algo.compute_single_action(
-                    obs, policy_id=self._module_of(agent), explore=False
-                )
-                for agent, obs in observations.items()
-            }
-        import torch
-        from ray.rllib.core.columns import Columns
-
-        groups: dict[str, list[str]] = defaultdict(list)
-        for agent in observations:
-            groups[self._module_of(agent)].append(agent)
-        actions: dict[str, Any] = {}
-        with torch.no_grad():
-            for module_id, agents in groups.items():
-                batch = {Columns.OBS: _stack([observations[a] for a in agents])}
-                out = self.modules[module_id].forward_inference(batch)
-                if Columns.ACTIONS in out:
-                    chosen = out[Columns.ACTIONS]
-                else:
-                    chosen = out[Columns.ACTION_DIST_INPUTS].argmax(-1)
-                for agent, action in zip(agents, chosen.cpu().numpy(), strict=True):
-                    actions[agent] = action
-        return actions
+        each worker's int action."""
+        if self._modules is not None:
+            return self._modules.act(observations)
+        return {
+            agent: self.algo.compute_single_action(
+                obs, policy_id=agent_to_module(agent), explore=False
+            )
+            for agent, obs in observations.items()
+        }
 
 
 # ----------------------------------------------------------------------------------- episodes
-class _TeamRewardTap:
-    """Transparent proxy of a ParallelEnv that sums its team reward (mean over live agents)."""
-
-    def __init__(self, env: Any):
-        self._env = env
-        self.total = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._env, name)
-
-    def reset(self, *args: Any, **kwargs: Any) -> Any:
-        self.total = 0.0
-        return self._env.reset(*args, **kwargs)
-
-    def step(self, actions: dict[str, Any]) -> Any:
-        out = self._env.step(actions)
-        if out[1]:
-            self.total += float(np.mean(list(out[1].values())))
-        return out
-
-
 @dataclass
 class EpisodeStats:
     """One greedy episode: its seed, team size, team return, length and task outcome."""
@@ -190,17 +154,12 @@ def make_eval_env(env_name: str, env_config: dict[str, Any], render: bool = Fals
 
     The env kwargs are checked first: a bad `--env-config` raises `ConfigError`.
     """
-    from rllib_alma_mi.app.experiment import check_env_config
-    from rllib_alma_mi.registry import make_env
-
     kwargs = {k: v for k, v in env_config.items() if not k.startswith("_")}
     check_env_config("--env-config", env_name, kwargs)
     config = dict(env_config)
     if render:
         config["render_mode"] = "rgb_array"
-    env = make_env(env_name, config)
-    env.base = _TeamRewardTap(env.base)
-    return env
+    return make_env(env_name, config)
 
 
 def run_episode(
@@ -211,31 +170,24 @@ def run_episode(
 ) -> EpisodeStats:
     """Play one greedy episode; `on_frame(env)` is called whenever the workers are about to
     act (after each allocation and env step) and at the end."""
-    from rllib_alma_mi.keys import ALLOCATOR
 
-    obs, _ = env.reset(seed=seed)
-    team_size = len(env.base.agents)
-    allocations = 0
-    infos: dict[str, Any] = {}
-    while True:
-        if on_frame is not None and any(a != ALLOCATOR for a in obs):
+    def before_act(obs: dict[str, Any]) -> None:
+        if any(a != ALLOCATOR for a in obs):
             on_frame(env)
-        allocations += ALLOCATOR in obs
-        obs, _, terms, truncs, infos = env.step(actor.act(obs))
-        if terms.get("__all__") or truncs.get("__all__"):
-            break
+
+    episode = play_episode(env, actor.act, seed, None if on_frame is None else before_act)
     if on_frame is not None:
         on_frame(env)
-    last = next((i for i in infos.values() if "base_env_steps" in i), {})
+    stats = episode.stats
     return EpisodeStats(
         seed=seed,
-        team_size=team_size,
-        team_return=env.base.total,
-        steps=int(last.get("base_env_steps", 0)),
-        solved=float(last.get("solved", math.nan)),
-        tasks_completed_frac=float(last.get("tasks_completed_frac", math.nan)),
-        tasks_burned_frac=float(last.get("tasks_burned_frac", math.nan)),
-        allocations=allocations,
+        team_size=episode.team_size,
+        team_return=episode.team_return,
+        steps=int(stats.get(BASE_ENV_STEPS, 0)),
+        solved=float(stats.get(SOLVED, math.nan)),
+        tasks_completed_frac=float(stats.get(TASKS_COMPLETED, math.nan)),
+        tasks_burned_frac=float(stats.get(TASKS_BURNED, math.nan)),
+        allocations=episode.allocations,
     )
 
 
@@ -306,9 +258,6 @@ def evaluation_env_config(
     `allocation` ("learned", "heuristic" or "random") replaces the trained run's allocation
     rule, keeping its trained workers: the ablation of the allocator itself.
     """
-    from rllib_alma_mi.registry import HIERARCHY_KEY
-    from rllib_alma_mi.settings import ALLOCATIONS
-
     config = {**dict(algo.config.env_config), **overrides}
     if allocation is None:
         return config

@@ -100,13 +100,3 @@ class MIHead(nn.Module):
                 "observation under 'state'; the hierarchy adds it with include_state=True"
             )
         return obs["state"]
-
-    def loss(
-        self, fwd_out: dict[str, torch.Tensor], loss_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mi_loss, mi_value) over the valid rows, with PPO's loss mask applied."""
-        mask = fwd_out["mi_mask"].bool()
-        if loss_mask is not None:
-            lm = loss_mask.bool()
-            mask = mask & (lm[:, None] if mask.dim() == 2 else lm)
-        return self.mine(fwd_out["mi_x"], fwd_out["mi_y"], mask)
