@@ -117,13 +117,14 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _assert_names_a_key(error: ValueError, kwargs: dict) -> None:
+    """The message names one of the keys the call passed (the one at fault is among them)."""
     text = str(error)
-    names = {*ALMA_KEYS, *MI_KEYS, *kwargs}
-    assert any(name in text or repr(name) in text for name in names), text
+    assert any(str(name) in text or repr(name) in text for name in kwargs), text
 
 
 def _apply(config, alma: dict, mi: dict) -> bool:
-    """Apply both blocks; False (after checking the error) when a block is rejected."""
+    """Apply both blocks; False (after checking the error) when a block is rejected, True
+    (after checking the config holds every value) when both are accepted."""
     for method, kwargs in ((config.alma, alma), (config.mutual_info, mi)):
         before = _snapshot(config)
         try:
@@ -132,6 +133,8 @@ def _apply(config, alma: dict, mi: dict) -> bool:
             _assert_names_a_key(error, kwargs)
             assert _same(_snapshot(config), before), "a rejected call changed the config"
             return False
+        after = _snapshot(config)
+        assert _same({k: after[k] for k in kwargs}, kwargs), "an accepted value was not set"
     return True
 
 

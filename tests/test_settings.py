@@ -36,8 +36,10 @@ def test_bad_value_names_key(cls, key, value, message):
 
 
 def test_unknown_key_lists_allowed_keys():
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(ValueError, match="unknown setting") as error:
         MutualInfoSettings.from_dict({"mi_wieght": 0.1})
+    assert "mi_wieght" in str(error.value)
+    assert all(repr(key) in str(error.value) for key in MutualInfoSettings.keys())
 
 
 def test_allocator_schemes_need_a_learned_allocator():

@@ -121,6 +121,7 @@ def _init_ray(address: str | None, verbose: bool) -> None:
             ray.init(address=address, log_to_driver=verbose)
         else:
             ray.init(
+                address="local",  # a fresh Ray of its own, even beside a running cluster
                 num_cpus=os.cpu_count(),
                 include_dashboard=False,
                 log_to_driver=verbose,

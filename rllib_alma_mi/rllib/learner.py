@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 NUM_NONFINITE_UPDATES = "num_nonfinite_updates"
 
 
-def _renormalized_advantages(batch: dict[str, Any]) -> dict[str, Any]:
+def renormalized_advantages(batch: dict[str, Any]) -> dict[str, Any]:
     """Advantages standardised over the minibatch's real (loss-mask) rows only.
 
     RLlib standardises advantages over every row, including the artificial last step PPO adds
@@ -119,7 +119,7 @@ class AlmaPPOLearner(PPOTorchLearner):
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
-        batch = _renormalized_advantages(batch)
+        batch = renormalized_advantages(batch)
         loss = super().compute_loss_for_module(
             module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
         )
