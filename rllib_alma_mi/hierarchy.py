@@ -119,7 +119,8 @@ class HierarchicalEnv(MultiAgentEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        self._obs, infos = self.base.reset(seed=seed, options=options)
+        obs, infos = self.base.reset(seed=seed, options=options)
+        self._obs = _owned(obs)
         self._read_base_obs()
         self._t = 0
         self._alloc_reward = 0.0
@@ -160,7 +161,8 @@ class HierarchicalEnv(MultiAgentEnv):
                 f"the live workers are {self._live}"
             )
         prev_task_mask = self._task_mask
-        self._obs, rewards, terms, truncs, infos = self.base.step(action_dict)
+        obs, rewards, terms, truncs, infos = self.base.step(action_dict)
+        self._obs = _owned(obs)
         self._t += 1
         # The team reward; environments with per-agent rewards (e.g. MPE) give their mean.
         team_reward = float(np.mean([rewards[a] for a in self._live]))
@@ -270,7 +272,7 @@ class HierarchicalEnv(MultiAgentEnv):
                     f"first {self.n_slots} entity rows (one per possible agent)"
                 )
             self._slot[a] = slot
-        self._state = self.base.state()
+        self._state = {k: np.array(v) for k, v in self.base.state().items()}
         self._task_mask = self._state["task_mask"].astype(bool)
 
     def _live_slots(self) -> np.ndarray:
@@ -310,3 +312,10 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def close(self):
         self.base.close()
+
+
+def _owned(obs: dict[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    """Copies of the base env's observation arrays: an env may reuse its buffers, and the
+    hierarchy's observations must stay as they were returned (RLlib keeps them in episodes,
+    and `AlmaEnvRunner` turns off the vector env's deep copy of every step's observations)."""
+    return {agent: {k: np.array(v) for k, v in o.items()} for agent, o in obs.items()}

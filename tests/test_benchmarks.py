@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark scripts on tiny budgets (they are also the results' commands)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,39 @@ def test_learning_summary_prints_intervals_and_writes_the_plot(tmp_path):
     line = next(row for row in proc.stdout.splitlines() if row.startswith("alma_mi"))
     assert "30.0 ±" in line  # mean of 20% and 40% with a t-interval over the two seeds
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
+
+
+def test_train_throughput_times_every_method_against_the_stock_anchor():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--rounds", "2",
+         "--iters", "1", "--train-batch", "300", "--minibatch-size", "150", "--num-epochs", "1",
+         "--scenario", "2a_3b", "--max-cycles", "20", "--embed-dim", "8",
+         "--methods", "stock PPO", "ALMA + MI"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line[:12].strip(): line[12:].split() for line in proc.stdout.splitlines()
+            if line.startswith(("stock PPO", "ALMA + MI"))}
+    assert rows["stock PPO"][1] == "1.00x" and rows["stock PPO"][2] == "(1.00-1.00)"
+    assert float(rows["stock PPO"][0]) > 0 and float(rows["ALMA + MI"][0]) > 0
+    assert rows["ALMA + MI"][1].endswith("x")
+    low, high = (float(v) for v in rows["ALMA + MI"][2].strip("()").split("-"))
+    assert 0 < low <= float(rows["ALMA + MI"][1][:-1]) <= high
+
+
+def test_flat_observations_are_gymnasiums_flattening():
+    from gymnasium import spaces
+
+    from envs.flat_observation import FlatObservationEnv
+    from envs.save_the_city import parallel_env
+
+    base = parallel_env(scenario="2a_3b")
+    env = FlatObservationEnv(parallel_env(scenario="2a_3b"))
+    obs, _ = env.reset(seed=4)
+    raw, _ = base.reset(seed=4)
+    assert obs.keys() == raw.keys()
+    for agent, flat in obs.items():
+        expected = spaces.flatten(base.observation_space(agent), raw[agent])
+        np.testing.assert_array_equal(flat, expected.astype(np.float32))
+        assert env.observation_space(agent).contains(flat)

@@ -165,3 +165,55 @@ def test_imitation_shows_the_allocator_the_heuristic_allocation():
     assert obs[ALLOCATOR]["task_mask"][heuristic].all()
     plain = HierarchicalEnv(parallel_env(scenario="3a_4b", max_cycles=20), HierarchySettings())
     assert "heuristic_allocation" not in plain.reset(seed=3)[0][ALLOCATOR]
+
+
+class _ReusedBuffers:
+    """SaveTheCity writing every observation and the state into the same arrays each step."""
+
+    def __init__(self, env):
+        self.env, self._obs, self._state = env, {}, {}
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def _into(self, buffers, fresh):
+        for key, value in fresh.items():
+            if isinstance(value, dict):
+                self._into(buffers.setdefault(key, {}), value)
+            elif key in buffers and buffers[key].shape == np.shape(value):
+                buffers[key][...] = value
+            else:
+                buffers[key] = np.array(value)
+        return {k: buffers[k] for k in fresh}
+
+    def reset(self, **kwargs):
+        obs, infos = self.env.reset(**kwargs)
+        return self._into(self._obs, obs), infos
+
+    def step(self, actions):
+        obs, *rest = self.env.step(actions)
+        return (self._into(self._obs, obs), *rest)
+
+    def state(self):
+        return self._into(self._state, self.env.state())
+
+
+def test_observations_stay_as_returned_when_the_env_reuses_its_buffers():
+    """RLlib keeps the returned observations in its episodes (and AlmaEnvRunner does not have
+    them deep-copied), so the hierarchy's must not change when the env writes its next step."""
+    from envs.save_the_city import parallel_env
+
+    settings = HierarchySettings(allocation="heuristic")
+    env = HierarchicalEnv(_ReusedBuffers(parallel_env(scenario="3a_4b")), settings,
+                          include_state=True)
+    obs, _ = env.reset(seed=0)
+    snapshots = []
+    for _ in range(5):
+        snapshots.append((obs, {a: {k: np.array(v) for k, v in o.items() if k != "state"}
+                                for a, o in obs.items()}))
+        obs, *_ = env.step({a: 0 for a in obs})  # stay
+    for returned, copied in snapshots:
+        for agent, values in copied.items():
+            for key, value in values.items():
+                np.testing.assert_array_equal(returned[agent][key], value)
+    assert not np.array_equal(snapshots[0][1]["agent_0"]["entities"], obs["agent_0"]["entities"])

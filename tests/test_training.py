@@ -290,7 +290,7 @@ def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatc
         NUM_AGENT_STEPS_SAMPLED_LIFETIME,
         NUM_MODULE_STEPS_SAMPLED_LIFETIME,
     )
-    calls = []
+    calls, algo_env_copies = [], []
     original = MultiAgentEpisode.to_numpy
 
     def counting(episode):
@@ -305,6 +305,7 @@ def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatc
         try:
             calls.clear()
             episodes = algo.env_runner.sample(num_timesteps=300)  # several finished episodes
+            algo_env_copies.append(algo.env_runner.env.copy)
             counts = {key: algo.env_runner.metrics.peek(key) for key in counters}
             return episodes, counts, type(algo.env_runner)
         finally:
@@ -320,6 +321,15 @@ def test_env_runner_converts_each_episode_once_and_counts_like_rllibs(monkeypatc
     # the same seeded rollout, so the same counts as RLlib's own runner
     assert [len(e) for e in episodes] == [len(e) for e in stock_episodes]
     assert counts == stock_counts
+    # and the same observations, though this runner's vector env does not deep-copy them
+    assert not algo_env_copies[-1] and algo_env_copies[0]
+    for mine, stock in zip(episodes, stock_episodes, strict=True):
+        assert mine.agent_episodes.keys() == stock.agent_episodes.keys()
+        for agent, agent_episode in mine.agent_episodes.items():
+            ours = tree.flatten(agent_episode.get_observations())
+            theirs = tree.flatten(stock.agent_episodes[agent].get_observations())
+            assert len(ours) == len(theirs)
+            assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
 def test_acting_builds_no_graph_and_does_not_depend_on_the_mode():

@@ -4,11 +4,15 @@ In RLlib 2.60 `MultiAgentEnvRunner._sample`
 - calls `to_numpy()` at every vector step on every episode finished so far in the current
   `sample()` call, not once per episode, so its cost grows with the square of the episodes per
   call (a fifth of the sampling time at SaveTheCity's default settings);
-- logs four step counters per agent and two per env step through the `MetricsLogger`.
+- logs four step counters per agent and two per env step through the `MetricsLogger`;
+- has its vector env deep-copy every sub-env's observations at every step (7% of the sampling
+  time), which only guards against envs that reuse their observation buffers.
 
-This runner samples with that conversion off, converts each returned episode once, and adds
-the step counts up in plain counters, logging each total once per `sample()` call. The
-episodes and the logged totals are the same as the stock runner's.
+This runner samples with that conversion off, converts each returned episode once, adds the
+step counts up in plain counters, logging each total once per `sample()` call, and turns the
+deep copy off for `HierarchicalEnv`s (whose observations are their own copies, never changed
+after they are returned). The episodes and the logged totals are the same as the stock
+runner's.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_SAMPLED_LIFETIME,
 )
 
+from rllib_alma_mi.hierarchy import HierarchicalEnv
+
 
 class AlmaEnvRunner(MultiAgentEnvRunner):
     """`MultiAgentEnvRunner` that converts each sampled episode to numpy once (when
@@ -39,6 +45,12 @@ class AlmaEnvRunner(MultiAgentEnvRunner):
         self._convert_episodes = self.episodes_to_numpy
         self.episodes_to_numpy = False  # read by `_sample` at every step
         self._reset_counts()
+
+    def make_env(self) -> None:
+        super().make_env()
+        envs = getattr(self.env, "envs", None)
+        if envs and all(isinstance(e.unwrapped, HierarchicalEnv) for e in envs):
+            self.env.copy = False
 
     def _sample(self, **kwargs: Any) -> list[MultiAgentEpisode]:
         episodes = super()._sample(**kwargs)
