@@ -53,12 +53,11 @@ ANCHOR_ENV = "save_the_city_flat_obs"
 
 class BaseStepsCallback(RLlibCallback):
     """The anchor's step count as the hierarchy's: each finished episode's env steps, summed
-    into `num_base_env_steps_lifetime`."""
+    into `num_base_env_steps_lifetime`. (`episode` is the episode's last chunk: its
+    `env_steps()` would miss the steps sampled in earlier calls; `env_t` counts from reset.)"""
 
     def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
-        metrics_logger.log_value(
-            BASE_ENV_STEPS_LIFETIME, episode.env_steps(), reduce="lifetime_sum"
-        )
+        metrics_logger.log_value(BASE_ENV_STEPS_LIFETIME, episode.env_t, reduce="lifetime_sum")
 
 
 def anchor_env(env_config: dict[str, Any]):

@@ -70,3 +70,22 @@ def test_flat_observations_are_gymnasiums_flattening():
         expected = spaces.flatten(base.observation_space(agent), raw[agent])
         np.testing.assert_array_equal(flat, expected.astype(np.float32))
         assert env.observation_space(agent).contains(flat)
+
+
+def test_anchor_counts_a_whole_episode_when_it_ends_in_a_later_chunk():
+    import train_throughput
+    from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    episode = MultiAgentEpisode()
+    episode.add_env_reset(observations={"a": 0})
+    for t in range(150):
+        if t == 120:  # the first 120 steps went out with an earlier sample() call
+            episode = episode.cut()
+        done = t == 149
+        episode.add_env_step(observations={"a": t}, actions={"a": 0}, rewards={"a": 0.0},
+                             terminateds={"a": done, "__all__": done})
+    logger = MetricsLogger()
+    train_throughput.BaseStepsCallback().on_episode_end(episode=episode, metrics_logger=logger)
+    assert episode.env_steps() == 30
+    assert logger.peek("num_base_env_steps_lifetime") == 150
