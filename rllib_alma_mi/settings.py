@@ -167,6 +167,10 @@ class ModelSettings(_Settings):
     # two: a third off the learner's time, but it learned half as much by 100k steps in
     # results/shared_worker_encoder); False: a second encoder of its own.
     shared_worker_encoder: bool = False
+    # Initial value of a learned bias that the allocator's pointer adds to each agent's current
+    # task (`current_allocation`), so that keeping an assignment is the easy default for a
+    # young allocator; 0 = no such bias (and no parameter).
+    keep_bias: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)
@@ -179,6 +183,7 @@ class ModelSettings(_Settings):
         check_bool("agent_attention", self.agent_attention)
         check_float("relative_scale", self.relative_scale, 0.0)
         check_bool("shared_worker_encoder", self.shared_worker_encoder)
+        check_float("keep_bias", self.keep_bias, 0.0, 100.0)
 
 
 @dataclass(frozen=True)

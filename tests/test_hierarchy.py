@@ -165,3 +165,15 @@ def test_imitation_shows_the_allocator_the_heuristic_allocation():
     assert obs[ALLOCATOR]["task_mask"][heuristic].all()
     plain = HierarchicalEnv(parallel_env(scenario="3a_4b", max_cycles=20), HierarchySettings())
     assert "heuristic_allocation" not in plain.reset(seed=3)[0][ALLOCATOR]
+
+
+def test_allocator_sees_its_current_allocation():
+    env = make(alloc_interval=2)
+    obs, _ = env.reset(seed=0)
+    assert obs[ALLOCATOR]["current_allocation"].tolist() == [-1, -1]
+    env.step({ALLOCATOR: np.array([0, 2])})
+    obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+    while ALLOCATOR not in obs:
+        obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+    assert obs[ALLOCATOR]["current_allocation"].tolist() == [0, 2]
+    assert env.observation_spaces[ALLOCATOR].contains(obs[ALLOCATOR])
