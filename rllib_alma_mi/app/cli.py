@@ -23,7 +23,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
+import ray.rllib  # it sets its logger's level on import; `_init_ray` overrides that after
 from ray.tune import Callback
+from rich.console import Console
+from rich.table import Table
+
+from rllib_alma_mi.app import evaluation as ev
+from rllib_alma_mi.app import tune as tuning
+from rllib_alma_mi.app.evaluation import EvaluationError
+from rllib_alma_mi.app.overrides import load_experiment, parse_grid
+from rllib_alma_mi.app.plotting import (
+    SUMMARY_METRICS,
+    PlotError,
+    export_curves,
+    plot_runs,
+    summarize_runs,
+)
+from rllib_alma_mi.app.rendering import record_episode
+from rllib_alma_mi.app.schema import ConfigError
+from rllib_alma_mi.app.yaml_io import parse_value
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -33,12 +52,8 @@ class UsageError(ValueError):
     """Bad command-line input not covered by a module's own error type."""
 
 
-def _errors() -> tuple[type[Exception], ...]:
-    from rllib_alma_mi.app.evaluation import EvaluationError
-    from rllib_alma_mi.app.experiment import ConfigError
-    from rllib_alma_mi.app.plotting import PlotError
-
-    return ConfigError, EvaluationError, PlotError, UsageError
+# Bad input: reported in one line with exit status 2.
+INPUT_ERRORS: tuple[type[Exception], ...] = (ConfigError, EvaluationError, PlotError, UsageError)
 
 
 # ----------------------------------------------------------------------------------- progress
@@ -99,8 +114,6 @@ class ProgressLine(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        from rich.console import Console
-
         if self._console is None:
             self._console = Console(highlight=False, soft_wrap=True)
         tag = str(trial.experiment_tag) if len(trials) > 1 else ""
@@ -110,8 +123,6 @@ class ProgressLine(Callback):
 # ----------------------------------------------------------------------------------- ray
 def _init_ray(address: str | None, verbose: bool) -> None:
     """Start (or join) Ray; without --verbose only errors of Ray's own loggers are shown."""
-    import ray
-
     if not verbose:  # Tune's own report (its header box, tables) gives way to ProgressLine
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
@@ -125,8 +136,6 @@ def _init_ray(address: str | None, verbose: bool) -> None:
                 logging_level=logging.INFO if verbose else logging.WARNING,
             )
     if not verbose:
-        import ray.rllib  # noqa: F401 - it sets its logger's level on import; override after
-
         for name in ("ray", "ray.rllib", "ray.tune"):
             logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -178,8 +187,6 @@ def _report(results: Any, output: Path) -> int:
 
 # ----------------------------------------------------------------------------------- verbs
 def cmd_train(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import experiment as ex
-
     if args.resume:
         given = [f for f in ("config", "set", "stop_iters", "stop_timesteps", "seed",
                              "num_env_runners", "checkpoint_every", "output")
@@ -190,42 +197,40 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{', '.join('--' + g.replace('_', '-') for g in given)}"
             )
         output = Path(args.resume).resolve()
-        if not ex.is_run_dir(output):
+        if not tuning.is_run_dir(output):
             raise UsageError(f"--resume {args.resume}: no Tune run there (no tuner.pkl)")
         _init_ray(args.address, args.verbose)
         print(f"resuming {output} from its last checkpoints")
-        return _report(ex.restore_tuner(output).fit(), output)
+        return _report(tuning.restore_tuner(output).fit(), output)
 
-    spec = ex.load_experiment(args.config, _overrides(args))
+    spec = load_experiment(args.config, _overrides(args))
     output = _output_dir(args.output, spec.name)
-    if ex.is_run_dir(output):
+    if tuning.is_run_dir(output):
         raise UsageError(
             f"--output {output}: already holds a run; continue it with --resume {output} "
             "or pick another --output"
         )
     _init_ray(args.address, args.verbose)
     seed = [spec.seed] if spec.seed is not None else None
-    tuner = ex.make_tuner(ex.param_space(spec, seeds=seed), output, spec.stop,
+    tuner = tuning.make_tuner(tuning.param_space(spec, seeds=seed), output, spec.stop,
                           spec.checkpoint_every, [ProgressLine(spec.stop)])
     print(f"training {spec.name} ({spec.env}, stop {spec.stop}) into {output}")
     return _report(tuner.fit(), output)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import experiment as ex
-
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be at least 1")
-    spec = ex.load_experiment(args.config, _overrides(args))
-    grid = ex.parse_grid(spec.to_dict(), args.grid or [], spec.name)
+    spec = load_experiment(args.config, _overrides(args))
+    grid = parse_grid(spec.to_dict(), args.grid or [], spec.name)
     base = spec.seed or 0
     seeds = [base + i for i in range(args.seeds)]
     output = _output_dir(args.output, f"{spec.name}_sweep")
-    if ex.is_run_dir(output):
+    if tuning.is_run_dir(output):
         raise UsageError(f"--output {output}: already holds a run; pick another --output")
     _init_ray(args.address, args.verbose)
     n_trials = math.prod(len(v) for v in grid.values()) * len(seeds)
-    tuner = ex.make_tuner(ex.param_space(spec, grid, seeds), output, spec.stop,
+    tuner = tuning.make_tuner(tuning.param_space(spec, grid, seeds), output, spec.stop,
                           spec.checkpoint_every, [ProgressLine(spec.stop)])
     varied = ", ".join(f"{s}.{k}={v}" for (s, k), v in grid.items()) or "no grid"
     print(f"sweeping {spec.name}: {varied}, seeds {seeds} -> {n_trials} trials into {output}")
@@ -233,8 +238,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    from rllib_alma_mi.app.experiment import parse_value
-
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -245,9 +248,6 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _print_evaluation(evaluation: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     summary = evaluation.summary()
     table = Table(title=f"greedy evaluation, iteration {evaluation.training_iteration}")
     for column in ("team", "episodes", "return", "± std", "solved", "completed", "burned",
@@ -268,8 +268,6 @@ def _print_evaluation(evaluation: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import evaluation as ev
-
     if args.episodes < 1:
         raise UsageError(f"--episodes {args.episodes}: must be at least 1")
     overrides = _key_values(args.env_config, "--env-config")
@@ -288,9 +286,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import evaluation as ev
-    from rllib_alma_mi.app.rendering import record_episode
-
     overrides = _key_values(args.env_config, "--env-config")
     ev.find_checkpoint(args.checkpoint)
     _init_ray(None, args.verbose)
@@ -303,8 +298,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app.plotting import plot_runs
-
     out = args.out or str(Path(args.runs[0]) / f"{args.metric}.png")
     summary = plot_runs(args.runs, args.metric, out, x=args.x)
     for label, n, last in summary:
@@ -314,11 +307,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from rllib_alma_mi.app.plotting import SUMMARY_METRICS, export_curves, summarize_runs
-
     summary = summarize_runs(args.runs, window=args.window)
     table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")
     for column in ("config", "seeds", "env steps", "wall-clock", "completed %", "solved %",
@@ -448,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         return args.func(args)
-    except _errors() as exc:
+    except INPUT_ERRORS as exc:
         message = " ".join(str(exc).split())
         print(f"rllib-alma-mi {args.verb}: error: {message}", file=sys.stderr)
         return USAGE_ERROR

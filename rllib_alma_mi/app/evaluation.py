@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
 
 from rllib_alma_mi.app.checkpoints import load_algorithm, uses_new_api_stack
+from rllib_alma_mi.app.experiment import check_env_config
+from rllib_alma_mi.keys import ALLOCATOR, agent_to_module
+from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
+from rllib_alma_mi.settings import ALLOCATIONS
 
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 
@@ -61,8 +67,6 @@ def find_checkpoint(path: str | Path) -> Path:
 # ----------------------------------------------------------------------------------- acting
 def _stack(observations: list[Any]) -> Any:
     """A list of (nested dict) observations → one batch of tensors with leading axis B."""
-    import torch
-
     first = observations[0]
     if isinstance(first, dict):
         return {k: _stack([o[k] for o in observations]) for k in first}
@@ -98,8 +102,6 @@ class GreedyActor:
     """
 
     def __init__(self, algo: Any, env: Any):
-        from rllib_alma_mi.keys import agent_to_module
-
         self._module_of = agent_to_module
         self.algo = algo
         self.new_stack = uses_new_api_stack(algo)
@@ -129,9 +131,6 @@ class GreedyActor:
                 )
                 for agent, obs in observations.items()
             }
-        import torch
-        from ray.rllib.core.columns import Columns
-
         groups: dict[str, list[str]] = defaultdict(list)
         for agent in observations:
             groups[self._module_of(agent)].append(agent)
@@ -190,9 +189,6 @@ def make_eval_env(env_name: str, env_config: dict[str, Any], render: bool = Fals
 
     The env kwargs are checked first: a bad `--env-config` raises `ConfigError`.
     """
-    from rllib_alma_mi.app.experiment import check_env_config
-    from rllib_alma_mi.registry import make_env
-
     kwargs = {k: v for k, v in env_config.items() if not k.startswith("_")}
     check_env_config("--env-config", env_name, kwargs)
     config = dict(env_config)
@@ -211,8 +207,6 @@ def run_episode(
 ) -> EpisodeStats:
     """Play one greedy episode; `on_frame(env)` is called whenever the workers are about to
     act (after each allocation and env step) and at the end."""
-    from rllib_alma_mi.keys import ALLOCATOR
-
     obs, _ = env.reset(seed=seed)
     team_size = len(env.base.agents)
     allocations = 0
@@ -306,9 +300,6 @@ def evaluation_env_config(
     `allocation` ("learned", "heuristic" or "random") replaces the trained run's allocation
     rule, keeping its trained workers: the ablation of the allocator itself.
     """
-    from rllib_alma_mi.registry import HIERARCHY_KEY
-    from rllib_alma_mi.settings import ALLOCATIONS
-
     config = {**dict(algo.config.env_config), **overrides}
     if allocation is None:
         return config

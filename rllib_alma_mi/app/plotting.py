@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rllib_alma_mi.app.experiment import setting_names, suggest
+from rllib_alma_mi.app.schema import setting_names, suggest
 
 # name → (candidate columns, axis label)
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
