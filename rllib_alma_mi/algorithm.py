@@ -88,8 +88,9 @@ class AlmaPPOConfig(PPOConfig):
         self.environment(disable_env_checking=True, normalize_actions=False)
         self.callbacks(TaskMetricsCallback)
         self.evolution_config = None  # the `.evolution()` block (off by default)
-        # The `.seeded_evaluation()` block: one env seed per evaluation episode (or None).
-        self.evaluation_seeds = None
+        # The `.seeded_evaluation()` block: one env seed per evaluation episode (or None). Not
+        # named evaluation_*: `update_from_dict` passes those keys to `.evaluation()`.
+        self.eval_episode_seeds = None
 
     # ------------------------------------------------------------------ the two new blocks
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
@@ -148,7 +149,7 @@ class AlmaPPOConfig(PPOConfig):
         `num_env_runners` runners (0: one runner in the algorithm's process).
         """
         settings = EvaluationSettings.from_dict(kwargs)  # raises ValueError on a bad value
-        self.evaluation_seeds = settings.episode_seeds()
+        self.eval_episode_seeds = settings.episode_seeds()
         self.evaluation(
             evaluation_interval=settings.interval,
             evaluation_duration=settings.episodes,

@@ -14,7 +14,7 @@ As an evaluation runner of `AlmaPPOConfig.seeded_evaluation()` it plays fixed ep
 stock runner resets its envs with one seed per `sample()` call and then counts the first
 episodes to finish, which depend on the policy (a faster one finishes a second episode on one
 env before another env's first); here each episode is its own one-episode call on one env,
-reset with that episode's seed from `config.evaluation_seeds`.
+reset with that episode's seed from `config.eval_episode_seeds`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class AlmaEnvRunner(MultiAgentEnvRunner):
         one more for the first `episodes % W`; runner i takes the matching contiguous slice
         of the seed list (a local evaluation runner takes them all).
         """
-        seeds = getattr(self.config, "evaluation_seeds", None)
+        seeds = getattr(self.config, "eval_episode_seeds", None)
         if not (self.config.in_evaluation and seeds and num_episodes):
             return None
         runners = self.config.evaluation_num_env_runners
