@@ -1,9 +1,10 @@
-"""Command line of rllib_alma_mi: train, evaluate, sweep, plot, render.
+"""Command line of rllib_alma_mi: train, evaluate, sweep, plot, summarize, render.
 
     rllib-alma-mi train [--config FILE.yaml] [--set section.key=value ...] [--stop-iters N]
     rllib-alma-mi evaluate --checkpoint PATH --episodes N [--env-config key=value ...]
     rllib-alma-mi sweep --config FILE.yaml --grid mi_weight=0.0001,0.001 --seeds 3
-    rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps]
+    rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps] [--stat t]
+    rllib-alma-mi summarize RUN_DIR ... [--compare A B] [--marl-eval FILE.json] [--stat t]
     rllib-alma-mi render --checkpoint PATH --out episode.gif [--seed S]
 
 Bad input (an invalid experiment file, `--set`, `--grid` or `--env-config` value, a path
@@ -30,10 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from rllib_alma_mi.app import evaluation as ev
+from rllib_alma_mi.app import reports
 from rllib_alma_mi.app import tune as tuning
 from rllib_alma_mi.app.evaluation import EvaluationError
+from rllib_alma_mi.app.marl_eval import to_marl_eval
 from rllib_alma_mi.app.overrides import load_experiment, parse_grid
 from rllib_alma_mi.app.plotting import (
+    SOURCES,
     SUMMARY_METRICS,
     PlotError,
     export_curves,
@@ -299,16 +303,30 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.runs[0]) / f"{args.metric}.png")
-    summary = plot_runs(args.runs, args.metric, out, x=args.x)
+    if args.stat == "t":
+        summary, note = plot_runs(args.runs, args.metric, out, x=args.x, source=args.source)
+        written, what = [Path(out)], "mean"
+    else:
+        summary, written, note = reports.plot_iqm(args.runs, args.metric, out, x=args.x,
+                                                  source=args.source, window=args.window)
+        what = "IQM"
+    print(f"from {note}")
     for label, n, last in summary:
-        print(f"{label}: {n} seed{'s' if n != 1 else ''}, last mean {args.metric} {last:.4g}")
-    print(f"wrote {out}")
+        print(f"{label}: {n} seed{'s' if n != 1 else ''}, last {what} {args.metric} {last:.4g}")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
-def cmd_summarize(args: argparse.Namespace) -> int:
-    summary = summarize_runs(args.runs, window=args.window)
-    table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")
+def _console() -> Console:
+    # Piped output (files, logs) gets a wide console so the configuration labels stay whole.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _print_t_table(args: argparse.Namespace) -> Any:
+    window = 10 if args.window is None else args.window
+    summary = summarize_runs(args.runs, window=window, source=args.source)
+    table = Table(title=f"last {window} rows per seed; mean ± 95% t-interval")
     for column in ("config", "seeds", "env steps", "wall-clock", "completed %", "solved %",
                    "team return"):
         table.add_column(column, justify="left" if column == "config" else "right")
@@ -316,13 +334,74 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         cells = [f"{row[m]:.1f} ± {row[m + '_ci95']:.1f}" for m in SUMMARY_METRICS]
         table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}",
                       _duration(row["wall_clock_s"]), *cells)
-    # Piped output (files, logs) gets a wide console so the configuration labels stay whole.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    _console().print(table)
+    return summary
+
+
+def _interval_text(point: float, low: float, high: float) -> str:
+    if math.isnan(point):
+        return "-"
+    if math.isnan(low):
+        return f"{point:.1f} (1 seed)"
+    return f"{point:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _print_bootstrap_table(args: argparse.Namespace) -> Any:
+    summary = reports.summarize(args.runs, window=args.window, source=args.source)
+    window = summary.attrs["window"]
+    rows_of = "evaluation" if summary.attrs["source"] == "evaluation" else "iteration"
+    table = Table(title=f"last {window} {rows_of}{'s' if window != 1 else ''} per seed; IQM "
+                        "and mean over seeds [95% stratified bootstrap interval]")
+    names = {"tasks_completed": "completed %", "solved": "solved %", "return": "team return"}
+    table.add_column("config", justify="left")
+    for column in ("seeds", "env steps", "wall-clock"):
+        table.add_column(column, justify="right")
+    for metric in SUMMARY_METRICS:
+        table.add_column(f"{names[metric]} IQM", justify="right")
+        table.add_column(f"{names[metric]} mean", justify="right")
+    for _, row in summary.iterrows():
+        cells = []
+        for metric in SUMMARY_METRICS:
+            for stat in ("iqm", "mean"):
+                key = f"{metric}_{stat}"
+                cells.append(_interval_text(row[key], row[f"{key}_low"], row[f"{key}_high"]))
+        table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}",
+                      _duration(row["wall_clock_s"]), *cells)
+    _console().print(table)
+    if summary["seeds"].min() < 10:
+        print("note: with fewer than 10 seeds a bootstrap interval is narrower than a 95% "
+              "interval (docs/evaluation_protocol.md); read it as a description of these seeds")
+    return summary
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    if args.window is not None and args.window < 1:
+        raise UsageError(f"--window {args.window}: must be at least 1")
+    summary = _print_t_table(args) if args.stat == "t" else _print_bootstrap_table(args)
+    print(f"from {summary.attrs['note']}")
+    if args.compare:
+        a, b = args.compare
+        found, _ = reports.compare(args.runs, a, b, window=args.window, source=args.source)
+        for metric, interval in found.items():
+            if interval is None:
+                print(f"P({a} > {b}) on {metric}: not logged")
+                continue
+            verdict = ("not established: the interval includes 0.5" if interval.contains(0.5)
+                       else "established: the interval excludes 0.5")
+            print(f"P({a} > {b}) on {metric}: {interval.point:.2f} "
+                  f"[{interval.low:.2f}, {interval.high:.2f}] ({verdict})")
     if args.csv:
         path = Path(args.csv)
         path.parent.mkdir(parents=True, exist_ok=True)
         summary.to_csv(path, index=False, float_format="%.4g")
         print(f"wrote {path}")
+    if args.marl_eval:
+        records, note = reports.marl_eval_records(args.runs, source=args.source)
+        try:
+            path = to_marl_eval(records, args.marl_eval)
+        except ValueError as exc:
+            raise UsageError(f"--marl-eval {args.marl_eval}: {exc}") from None
+        print(f"wrote {path} (marl-eval layout, {len(records)} records from {note})")
     if args.export:
         trials = export_curves(args.runs, args.export)
         print(f"wrote the configs and learning curves of {len(trials)} trials under {args.export}")
@@ -339,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true",
                         help="show Ray's and the trials' own log output")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def source_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--source", choices=SOURCES, default="auto",
+                       help="episode metrics from the evaluation during training or from the "
+                            "training episodes (auto: evaluation when every run has it)")
 
     def experiment_flags(p: argparse.ArgumentParser, default_help: str) -> None:
         p.add_argument("--config", metavar="FILE.yaml", help=default_help)
@@ -411,15 +495,35 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--x", default="env_steps",
                       help="env_steps, iterations, time, sampled_steps, or a column")
     plot.add_argument("--out", metavar="FILE.png", help="default RUN_DIR/METRIC.png")
+    plot.add_argument("--stat", choices=("iqm", "t"), default="iqm",
+                      help="iqm: IQM curves with 95%% bootstrap bands, plus the performance "
+                           "profile of the final scores in FILE_profile.png (default); t: mean "
+                           "and 95%% t-interval curves")
+    plot.add_argument("--window", type=int, metavar="K",
+                      help="rows averaged per seed for the profile (default: the last "
+                           "evaluation, or the last 10 iterations)")
+    source_flag(plot)
     plot.set_defaults(func=cmd_plot)
 
     summarize = verbs.add_parser(
         "summarize", parents=[common],
-        help="final performance per configuration (mean ± 95%% interval over seeds)",
+        help="final performance per configuration (IQM and mean with 95%% bootstrap "
+             "intervals over seeds)",
     )
     summarize.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    summarize.add_argument("--window", type=int, default=10, metavar="K",
-                           help="iterations averaged at the end of each seed's run")
+    summarize.add_argument("--window", type=int, metavar="K",
+                           help="rows averaged at the end of each seed's run (default: the "
+                                "last evaluation, or the last 10 iterations without "
+                                "evaluation data)")
+    summarize.add_argument("--stat", choices=("iqm", "t"), default="iqm",
+                           help="iqm: IQM and mean with stratified bootstrap intervals "
+                                "(default); t: mean ± Student-t interval")
+    summarize.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                           help="probability that a seed of configuration A beats one of B, "
+                                "with its bootstrap interval (labels as in the table)")
+    summarize.add_argument("--marl-eval", metavar="FILE.json",
+                           help="also write the evaluations in marl-eval's JSON layout")
+    source_flag(summarize)
     summarize.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
     summarize.add_argument("--export", metavar="DIR",
                            help="also copy each trial's params.json and learning curves (no "
