@@ -67,7 +67,7 @@ def test_evaluation_section_errors_name_the_key_and_the_fix(tmp_path, evaluation
 def test_evaluation_section_reaches_rllibs_evaluation_settings(tmp_path):
     spec = load_experiment(None)  # the default config evaluates
     config = build_config(spec)
-    assert (config.evaluation_interval, config.evaluation_duration) == (5, 10)
+    assert (config.evaluation_interval, config.evaluation_duration) == (10, 10)
     assert config.evaluation_duration_unit == "episodes"
     assert config.evaluation_config == {"explore": False, "num_envs_per_env_runner": 1}
     assert config.eval_episode_seeds == [EVALUATION_FIRST_SEED + i for i in range(10)]

@@ -103,7 +103,7 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
         "num_envs_per_env_runner": 8,
         "rollout_fragment_length": 25,
     },
-    "evaluation": {"interval": 5, "episodes": 10, "greedy": True},
+    "evaluation": {"interval": 10, "episodes": 10, "greedy": True},
     "stop": {"iterations": 60},
     "checkpoint_every": 20,
     "seed": 0,
