@@ -203,7 +203,7 @@ def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
     [
         (["--config", "broken.yaml"], "not valid YAML (line 3"),
         (["--config", "typo.yaml"], "did you mean 'mi_weight'?"),
-        (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma: 2 is out of"),
+        (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma=2 is out of"),
         (["--config", "tiny.yaml", "--set", "mutual_info.mi_measure=XYZ"], "'JSD', 'GAN', 'KL'"),
         (["--config", "tiny.yaml", "--set", "alma.alloc_interval"], "expected key=value"),
     ],
