@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rllib_alma_mi.algorithm import AlmaPPOConfig
-
-if TYPE_CHECKING:  # experiment imports this module to cross-check a spec with RLlib
-    from rllib_alma_mi.app.experiment import ExperimentSpec
+from rllib_alma_mi.app.schema import ExperimentSpec
 
 
 def build_config(spec: ExperimentSpec) -> AlmaPPOConfig:

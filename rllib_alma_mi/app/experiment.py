@@ -36,7 +36,6 @@ import copy
 import inspect
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rllib_alma_mi.app.building import build_config
@@ -44,11 +43,11 @@ from rllib_alma_mi.app.schema import (
     ALMA_KEYS,
     DICT_SECTIONS,
     MI_KEYS,
-    OPTIONAL_SECTIONS,
     SECTION_CHECKS,
     SECTIONS,
     TOP_CHECKS,
     ConfigError,
+    ExperimentSpec,
     suggest,
 )
 from rllib_alma_mi.registry import base_env_creator, registered_envs
@@ -123,33 +122,6 @@ BASE_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 10,
     "seed": 0,
 }
-
-
-@dataclass
-class ExperimentSpec:
-    """A validated experiment: the sections of the file with defaults filled in."""
-
-    name: str
-    env: str
-    env_config: dict[str, Any] = field(default_factory=dict)
-    alma: dict[str, Any] = field(default_factory=dict)
-    mutual_info: dict[str, Any] = field(default_factory=dict)
-    evolution: dict[str, Any] | None = None  # None: no ALMA-EA population
-    training: dict[str, Any] = field(default_factory=dict)
-    env_runners: dict[str, Any] = field(default_factory=dict)
-    evaluation: dict[str, Any] | None = None  # None: no evaluation during training
-    stop: dict[str, Any] = field(default_factory=dict)
-    checkpoint_every: int = 10
-    seed: int | None = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The sections as an experiment file would hold them (an optional section that is
-        off, such as a missing `evolution`, is left out)."""
-        return {
-            k: copy.deepcopy(getattr(self, k))
-            for k in SECTIONS
-            if not (k in OPTIONAL_SECTIONS and getattr(self, k) is None)
-        }
 
 
 def _with_defaults(raw: Mapping[str, Any], name: str) -> dict[str, Any]:

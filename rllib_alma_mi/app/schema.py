@@ -8,9 +8,11 @@ settings dataclass: `key=value` and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rllib_alma_mi.settings import (
@@ -171,3 +173,30 @@ def setting_names() -> list[tuple[str, ...]]:
     names += [config_key("evolution", k) for k in EvolutionSettings.keys()]
     names += [config_key("env_runners", k) for k in ENV_RUNNER_CHECKS]
     return names
+
+
+@dataclass
+class ExperimentSpec:
+    """A validated experiment: the sections of the file with defaults filled in."""
+
+    name: str
+    env: str
+    env_config: dict[str, Any] = field(default_factory=dict)
+    alma: dict[str, Any] = field(default_factory=dict)
+    mutual_info: dict[str, Any] = field(default_factory=dict)
+    evolution: dict[str, Any] | None = None  # None: no ALMA-EA population
+    training: dict[str, Any] = field(default_factory=dict)
+    env_runners: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # None: no evaluation during training
+    stop: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 10
+    seed: int | None = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sections as an experiment file would hold them (an optional section that is
+        off, such as a missing `evolution`, is left out)."""
+        return {
+            k: copy.deepcopy(getattr(self, k))
+            for k in SECTIONS
+            if not (k in OPTIONAL_SECTIONS and getattr(self, k) is None)
+        }

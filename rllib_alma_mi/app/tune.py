@@ -13,8 +13,7 @@ from ray.tune.stopper import Stopper
 
 from rllib_alma_mi.algorithm import AlmaPPO
 from rllib_alma_mi.app.building import build_config
-from rllib_alma_mi.app.experiment import ExperimentSpec
-from rllib_alma_mi.app.schema import config_key
+from rllib_alma_mi.app.schema import ExperimentSpec, config_key
 from rllib_alma_mi.settings import EvolutionSettings
 
 
