@@ -218,6 +218,33 @@ def test_bad_input_exits_2_with_one_line(workdir, args, expected):
     assert "Traceback" not in proc.stderr and not (workdir / "never").exists()
 
 
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--config", "tiny.yaml", "--logger", "wandbb"],
+         "--logger wandbb: 'wandbb' is not allowed; choose one of ['wandb', 'mlflow']; "
+         "did you mean 'wandb'?"),
+        (["--config", "tiny.yaml", "--logger", "mlflow", "--logger", "mlflow"],
+         "'mlflow' is listed twice"),
+        (["--config", "bad_logger.yaml"],
+         "bad_logger.yaml: loggers[1]='tensorboard' is not allowed; choose one of "
+         "['wandb', 'mlflow']"),
+        (["--config", "tiny.yaml", "--set", "loggers=mlflow"],
+         "loggers='mlflow' must be a list of trackers, e.g. [mlflow]"),
+    ],
+    ids=["cli_typo", "cli_twice", "yaml_unknown", "set_not_a_list"],
+)
+def test_bad_logger_exits_2_with_one_line_naming_the_allowed_trackers(workdir, args, expected):
+    (workdir / "bad_logger.yaml").write_text(
+        yaml.safe_dump({**TINY, "loggers": ["mlflow", "tensorboard"]})
+    )
+    proc = run(workdir, "train", *args, "--output", str(workdir / "never"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert not (workdir / "never").exists()
+
+
 # ----------------------------------------------------------------------------------- in-process
 def test_progress_line_shows_the_run_state():
     result = {

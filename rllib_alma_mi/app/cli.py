@@ -1,6 +1,7 @@
 """Command line of rllib_alma_mi: train, evaluate, sweep, plot, summarize, render.
 
     rllib-alma-mi train [--config FILE.yaml] [--set section.key=value ...] [--stop-iters N]
+                        [--logger wandb|mlflow ...]
     rllib-alma-mi evaluate --checkpoint PATH --episodes N [--env-config key=value ...]
     rllib-alma-mi sweep --config FILE.yaml --grid mi_weight=0.0001,0.001 --seeds 3
     rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps] [--stat t]
@@ -37,7 +38,7 @@ from rllib_alma_mi.app import tune as tuning
 from rllib_alma_mi.app.evaluation import EvaluationError
 from rllib_alma_mi.app.export import ExportError, check_format, export_checkpoint
 from rllib_alma_mi.app.marl_eval import to_marl_eval
-from rllib_alma_mi.app.overrides import load_experiment, parse_grid
+from rllib_alma_mi.app.overrides import add_loggers, load_experiment, parse_grid
 from rllib_alma_mi.app.plotting import (
     SOURCES,
     SUMMARY_METRICS,
@@ -47,7 +48,8 @@ from rllib_alma_mi.app.plotting import (
     summarize_runs,
 )
 from rllib_alma_mi.app.rendering import record_episode
-from rllib_alma_mi.app.schema import ConfigError
+from rllib_alma_mi.app.schema import TRACKERS, ConfigError
+from rllib_alma_mi.app.trackers import tracker_callbacks
 from rllib_alma_mi.app.yaml_io import parse_value
 
 USAGE_ERROR = 2
@@ -165,6 +167,21 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return sets
 
 
+def _experiment(args: argparse.Namespace) -> Any:
+    """The validated experiment of `--config`, `--set` and the shortcut flags, `--logger`s
+    added to its `loggers`."""
+    return add_loggers(load_experiment(args.config, _overrides(args)), args.logger or [])
+
+
+def _callbacks(spec: Any, output: Path) -> list[Any]:
+    """The progress line and the experiment's trackers (made before Ray starts, so that its
+    workers inherit the trackers' local defaults)."""
+    trackers, notes = tracker_callbacks(spec.loggers, output, spec.name)
+    for note in notes:
+        print(f"logging to {note}")
+    return [ProgressLine(spec.stop), *trackers]
+
+
 def _output_dir(given: str | None, name: str) -> Path:
     out = Path(given) if given else Path("out") / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}"
     return out.resolve()
@@ -198,7 +215,7 @@ def _report(results: Any, output: Path) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         given = [f for f in ("config", "set", "stop_iters", "stop_timesteps", "seed",
-                             "num_env_runners", "checkpoint_every", "output")
+                             "num_env_runners", "checkpoint_every", "output", "logger")
                  if getattr(args, f) not in (None, [])]
         if given:
             raise UsageError(
@@ -212,17 +229,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming {output} from its last checkpoints")
         return _report(tuning.restore_tuner(output).fit(), output)
 
-    spec = load_experiment(args.config, _overrides(args))
+    spec = _experiment(args)
     output = _output_dir(args.output, spec.name)
     if tuning.is_run_dir(output):
         raise UsageError(
             f"--output {output}: already holds a run; continue it with --resume {output} "
             "or pick another --output"
         )
+    callbacks = _callbacks(spec, output)
     _init_ray(args.address, args.verbose)
     seed = [spec.seed] if spec.seed is not None else None
     tuner = tuning.make_tuner(tuning.param_space(spec, seeds=seed), output, spec.stop,
-                          spec.checkpoint_every, [ProgressLine(spec.stop)])
+                              spec.checkpoint_every, callbacks)
     print(f"training {spec.name} ({spec.env}, stop {spec.stop}) into {output}")
     return _report(tuner.fit(), output)
 
@@ -230,17 +248,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be at least 1")
-    spec = load_experiment(args.config, _overrides(args))
+    spec = _experiment(args)
     grid = parse_grid(spec.to_dict(), args.grid or [], spec.name)
     base = spec.seed or 0
     seeds = [base + i for i in range(args.seeds)]
     output = _output_dir(args.output, f"{spec.name}_sweep")
     if tuning.is_run_dir(output):
         raise UsageError(f"--output {output}: already holds a run; pick another --output")
+    callbacks = _callbacks(spec, output)
     _init_ray(args.address, args.verbose)
     n_trials = math.prod(len(v) for v in grid.values()) * len(seeds)
     tuner = tuning.make_tuner(tuning.param_space(spec, grid, seeds), output, spec.stop,
-                          spec.checkpoint_every, [ProgressLine(spec.stop)])
+                              spec.checkpoint_every, callbacks)
     varied = ", ".join(f"{s}.{k}={v}" for (s, k), v in grid.items()) or "no grid"
     print(f"sweeping {spec.name}: {varied}, seeds {seeds} -> {n_trials} trials into {output}")
     return _report(tuner.fit(), output)
@@ -455,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--address", metavar="ray://HOST:PORT", help="an existing Ray cluster")
         p.add_argument("--checkpoint-every", type=int, metavar="K",
                        help="checkpoint every K iterations (and at the end)")
+        p.add_argument("--logger", action="append", metavar="|".join(TRACKERS),
+                       help="also log to an experiment tracker, added to the file's loggers "
+                            "(repeatable); wandb runs offline unless WANDB_MODE or "
+                            "WANDB_API_KEY is set, mlflow writes OUTPUT/mlruns unless "
+                            "MLFLOW_TRACKING_URI is set")
 
     train = verbs.add_parser(
         "train", parents=[common], help="train one configuration with Ray Tune"

@@ -20,6 +20,7 @@ leaves evaluation during training off (`evaluation: {}`: `EvaluationSettings`' d
     stop: {iterations: 60}       # and/or timesteps (the wrapped env's steps), time_s
     checkpoint_every: 20         # checkpoint period in training iterations (and at the end)
     seed: 0                      # the RLlib seed (`.debugging(seed=...)`)
+    loggers: []                  # experiment trackers beside CSV/TensorBoard: wandb, mlflow
 
 This module holds the defaults, the validated `ExperimentSpec` and its validation; the key
 vocabulary is in `schema`, YAML reading in `yaml_io`, `--set`/`--grid` in `overrides`, the
@@ -42,6 +43,7 @@ from rllib_alma_mi.app.building import build_config
 from rllib_alma_mi.app.schema import (
     ALMA_KEYS,
     DICT_SECTIONS,
+    LIST_SECTIONS,
     MI_KEYS,
     SECTION_CHECKS,
     SECTIONS,
@@ -121,15 +123,16 @@ BASE_DEFAULTS: dict[str, Any] = {
     "stop": {"iterations": 100},
     "checkpoint_every": 10,
     "seed": 0,
+    "loggers": [],
 }
 
 
 def _with_defaults(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """`raw` over the base defaults; an empty section (`training:` with nothing under it,
-    which YAML reads as null) counts as left out."""
+    """`raw` over the base defaults; an empty section (`training:` or `loggers:` with nothing
+    under it, which YAML reads as null) counts as left out."""
     merged = {**copy.deepcopy(BASE_DEFAULTS), "name": name}
     merged.update({k: copy.deepcopy(v) for k, v in raw.items()
-                   if not (k in DICT_SECTIONS and v is None)})
+                   if not (k in DICT_SECTIONS + LIST_SECTIONS and v is None)})
     return merged
 
 

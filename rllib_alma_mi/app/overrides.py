@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from rllib_alma_mi.app.schema import (
     SECTIONS,
     TRAINING_CHECKS,
     ConfigError,
+    check_loggers,
     suggest,
 )
 from rllib_alma_mi.app.yaml_io import load_yaml, parse_value
@@ -80,6 +82,20 @@ def load_experiment(path: str | Path | None, sets: Iterable[str] = ()) -> Experi
         for assignment in sets:
             validate(apply_set(raw, assignment), f"--set {assignment}", name)
         raise together
+
+
+def add_loggers(spec: ExperimentSpec, names: Iterable[str]) -> ExperimentSpec:
+    """`spec` with the trackers of `--logger NAME` flags added to its `loggers` (a tracker the
+    file already lists is kept once); an unknown or repeated name is a ConfigError."""
+    names = list(names)
+    for i, name in enumerate(names):
+        try:
+            check_loggers("loggers", names[: i + 1])
+        except ValueError as exc:
+            shown = str(exc).replace(f"loggers[{i}]=", "", 1)
+            raise ConfigError(f"--logger {name}: {shown}") from None
+    merged = list(spec.loggers) + [n for n in names if n not in spec.loggers]
+    return dataclasses.replace(spec, loggers=merged)
 
 
 def resolve_grid_key(key: str, flag: str = "--grid") -> tuple[str, str]:

@@ -50,11 +50,14 @@ SECTIONS = (
     "stop",
     "checkpoint_every",
     "seed",
+    "loggers",
 )
 DICT_SECTIONS = (
     "env_config", "alma", "mutual_info", "evolution", "training", "env_runners", "evaluation",
     "stop",
 )
+# List sections: an empty one (YAML null) counts as the empty list.
+LIST_SECTIONS = ("loggers",)
 # Sections whose absence means "off" rather than "the library's defaults".
 OPTIONAL_SECTIONS = ("evolution", "evaluation")
 MI_KEYS = MutualInfoSettings.keys()
@@ -99,6 +102,26 @@ def _or(check: Check, *literals: Any) -> Check:
 def _text(key: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{key}={value!r} must be a non-empty string")
+
+
+# Experiment trackers a run can log to besides its CSV/JSON/TensorBoard files (`app.trackers`).
+TRACKERS = ("wandb", "mlflow")
+
+
+def check_loggers(key: str, value: Any) -> None:
+    """A list of distinct tracker names from `TRACKERS` (e.g. [mlflow] or [wandb, mlflow])."""
+    if not isinstance(value, list):
+        raise ValueError(
+            f"{key}={value!r} must be a list of trackers, e.g. [mlflow]; "
+            f"allowed: {', '.join(TRACKERS)}"
+        )
+    for i, name in enumerate(value):
+        try:
+            check_choice(f"{key}[{i}]", name, TRACKERS)
+        except ValueError as exc:
+            raise ValueError(f"{exc};{suggest(name, TRACKERS)}".rstrip(";")) from None
+        if name in value[:i]:
+            raise ValueError(f"{key}[{i}]={name!r} is listed twice; give each tracker once")
 
 
 _POSITIVE = _float(0.0, exclusive=True)
@@ -146,6 +169,7 @@ TOP_CHECKS: dict[str, Check] = {
     "env": _text,
     "checkpoint_every": _COUNT,
     "seed": _or(_int(0), None),
+    "loggers": check_loggers,
 }
 SECTION_CHECKS: dict[str, dict[str, Check]] = {
     "training": TRAINING_CHECKS,
@@ -191,12 +215,14 @@ class ExperimentSpec:
     stop: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 10
     seed: int | None = 0
+    loggers: list[str] = field(default_factory=list)  # trackers beside CSV/JSON/TensorBoard
 
     def to_dict(self) -> dict[str, Any]:
         """The sections as an experiment file would hold them (an optional section that is
-        off, such as a missing `evolution`, is left out)."""
+        off, such as a missing `evolution`, and an empty `loggers` are left out)."""
         return {
             k: copy.deepcopy(getattr(self, k))
             for k in SECTIONS
             if not (k in OPTIONAL_SECTIONS and getattr(self, k) is None)
+            and not (k in LIST_SECTIONS and not getattr(self, k))
         }
