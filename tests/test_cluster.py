@@ -4,10 +4,12 @@
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,15 +94,21 @@ def test_train_joins_a_token_authenticated_cluster_with_two_env_runners(tmp_path
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     log = tmp_path / "head.log"
+    # A temp dir of its own: `ray start` records its address in TEMP_DIR/ray_current_cluster,
+    # and in /tmp/ray that record would send every later `ray.init()` on the machine to this
+    # (soon stopped) head. Short, as Ray's socket paths under it must fit in 107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
     with log.open("w") as out:
         head = subprocess.Popen(
             [str(RAY), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-             "--include-dashboard=false", "--disable-usage-stats"],
+             "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp_dir],
             env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         wait_for_head(head, log)
+        machine_wide = Path("/tmp/ray/ray_current_cluster")
+        assert not machine_wide.exists() or f":{port}" not in machine_wide.read_text()
         address = f"127.0.0.1:{port}"
         # The driver has the head's token but no RAY_AUTH_MODE: what a user on the head
         # machine (~/.ray/auth_token) or with the token in RAY_AUTH_TOKEN_PATH has.
@@ -127,4 +135,5 @@ def test_train_joins_a_token_authenticated_cluster_with_two_env_runners(tmp_path
         assert "RAY_AUTH_TOKEN" in error[0]
     finally:
         stop_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert head.poll() is not None
