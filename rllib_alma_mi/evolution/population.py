@@ -476,6 +476,17 @@ def _train_mi_on(algo: Any, observations: list, steps: int) -> float:
             lambda learner, obs=batch: mi_step_on_observations(learner, obs)
         )
         values = [r.get() for r in results if r.ok]
+    if len(algo.learner_group) > 1:
+        # Several learners each took these steps on their own copy (their gradients are not
+        # averaged here, and MINE draws its negatives per learner): the first learner's
+        # weights and optimizer state go to all, so they stay equal.
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER, COMPONENT_RL_MODULE
+
+        state = algo.learner_group.get_state(components=[
+            f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}",
+            f"{COMPONENT_LEARNER}/{COMPONENT_OPTIMIZER}",
+        ])
+        algo.learner_group.set_state(state)
     algo.env_runner_group.sync_weights(
         from_worker_or_learner_group=algo.learner_group, inference_only=True
     )
