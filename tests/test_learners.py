@@ -136,3 +136,34 @@ def test_two_learners_train_and_hold_the_same_weights():
     )
     moved = [k for k in start if k[0] == "rl_module" and not np.array_equal(start[k], first[k])]
     assert any(k[1] == WORKER for k in moved) and any(k[1] == ALLOCATOR for k in moved)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_two_learners_stay_equal_through_the_populations_mi_steps():
+    """The population's MI steps run in every learner on its own (MINE draws negatives per
+    learner); the first learner's weights and optimizer state are then given to all."""
+    config = (
+        AlmaPPOConfig()
+        .environment("save_the_city", env_config={"scenario": "2a_3b", "max_cycles": 40})
+        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+        .learners(num_learners=2, num_cpus_per_learner=0.5)
+        .alma(embed_dim=16)
+        .mutual_info(mi_embed_dim=16)
+        .evolution(population_size=2, tournament_size=2, episodes_per_eval=1,
+                   eval_workers=1, ea_mi_steps=2)
+    )
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+        states = [r.get() for r in algo.learner_group.foreach_learner(
+            lambda learner: learner.get_state(components=["rl_module", "optimizer"]))]
+    finally:
+        algo.stop()
+    assert np.isfinite(result["evolution"]["ea_mi_value"])
+    first = dict(tree.flatten_with_path(states[0]))
+    for path, value in tree.flatten_with_path(states[1]):
+        if isinstance(value, np.ndarray | torch.Tensor):
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(first[path]),
+                                          err_msg=str(path))

@@ -481,11 +481,14 @@ def _train_mi_on(algo: Any, observations: list, steps: int) -> float:
         # averaged here, and MINE draws its negatives per learner): the first learner's
         # weights and optimizer state go to all, so they stay equal.
         from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER, COMPONENT_RL_MODULE
+        from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
         state = algo.learner_group.get_state(components=[
             f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}",
             f"{COMPONENT_LEARNER}/{COMPONENT_OPTIMIZER}",
         ])
+        # A learner ignores weights whose sequence number is not newer than its own.
+        state[COMPONENT_LEARNER].pop(WEIGHTS_SEQ_NO, None)
         algo.learner_group.set_state(state)
     algo.env_runner_group.sync_weights(
         from_worker_or_learner_group=algo.learner_group, inference_only=True
