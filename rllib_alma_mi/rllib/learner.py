@@ -68,7 +68,7 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
 
 
-def _agreed(finite: list[bool]) -> list[bool]:
+def _agreed(finite: list[bool], device: Any = None) -> list[bool]:
     """Per module, whether its update is finite on every data-parallel learner.
 
     With several learners the gradients are averaged over them first (`_average_gradients`),
@@ -80,7 +80,7 @@ def _agreed(finite: list[bool]) -> list[bool]:
 
     if _world_size() < 2:
         return finite
-    flags = torch.tensor([float(f) for f in finite])
+    flags = torch.tensor([float(f) for f in finite], device=device)
     dist.all_reduce(flags, op=dist.ReduceOp.MIN)
     return [bool(f) for f in flags.tolist()]
 
@@ -253,7 +253,7 @@ class AlmaPPOLearner(PPOTorchLearner):
             )
         first = _rank() == 0  # counts and warns once for all data-parallel learners
         for module_id, finite, here in zip(
-            module_ids, _agreed(local_finite), local_finite, strict=True
+            module_ids, _agreed(local_finite, self._device), local_finite, strict=True
         ):
             if module_id not in loss_per_module:
                 continue
