@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -145,6 +146,16 @@ def _join_cluster(address: str, verbose: bool) -> None:
     """
     import ray
 
+    host, sep, port = address.rpartition(":")
+    if sep and host and port.isdigit() and "://" not in address:
+        try:  # Ray itself retries an unreachable GCS for minutes before giving up
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            raise UsageError(
+                f"--address {address}: no Ray head answers there ({exc.strerror or exc}); "
+                "start one with `ray start --head --port PORT` and pass HOST:PORT, or drop "
+                "--address to train on a local Ray"
+            ) from None
     if not address.startswith("ray://"):
         try:
             from ray._private.authentication.authentication_token_setup import (
