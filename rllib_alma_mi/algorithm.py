@@ -21,6 +21,7 @@ from rllib_alma_mi.rllib.allocator_module import AllocatorModule
 from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback, add_callback
 from rllib_alma_mi.rllib.env_runner import AlmaEnvRunner
 from rllib_alma_mi.rllib.learner import AlmaPPOLearner
+from rllib_alma_mi.rllib.sharding import AlmaLearnerGroup
 from rllib_alma_mi.rllib.worker_module import WorkerModule
 from rllib_alma_mi.settings import (
     ALMA_KEYS,
@@ -233,6 +234,16 @@ class AlmaPPOConfig(PPOConfig):
 
     def get_default_learner_class(self):
         return AlmaPPOLearner
+
+    def build_learner_group(self, *, env=None, spaces=None, rl_module_spec=None,
+                            placement_group=None) -> AlmaLearnerGroup:
+        """RLlib's learner group, sharding whole episodes over several learners
+        (`rllib_alma_mi.rllib.sharding`)."""
+        if rl_module_spec is None:
+            rl_module_spec = self.get_multi_rl_module_spec(env=env, spaces=spaces)
+        return AlmaLearnerGroup(
+            config=self.copy(), module_spec=rl_module_spec, placement_group=placement_group
+        )
 
 
 class AlmaPPO(PPO):

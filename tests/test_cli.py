@@ -7,6 +7,7 @@ train their own tiny runs. Plot grouping and the progress line are also tested i
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,12 @@ TINY = {
 }
 PROGRESS = re.compile(r"iter (\d+)/(\d+) \| env steps [\d,]+ \| return \S+ \| solved \S+ \| "
                       r"tasks done \S+ \| mi_value \S+ \| \S+ steps/s \| ETA \d+:\d\d:\d\d")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def command(*args: str) -> list[str]:
@@ -206,6 +213,8 @@ def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
         (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma=2 is out of"),
         (["--config", "tiny.yaml", "--set", "mutual_info.mi_measure=XYZ"], "'JSD', 'GAN', 'KL'"),
         (["--config", "tiny.yaml", "--set", "alma.alloc_interval"], "expected key=value"),
+        (["--config", "tiny.yaml", "--address", f"127.0.0.1:{_free_port()}"],
+         "no Ray head answers there"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(workdir, args, expected):

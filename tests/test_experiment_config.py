@@ -301,3 +301,42 @@ def test_set_and_grid_over_evolution_keys(tmp_path):
         parse_grid(off.to_dict(), ["evolution.population_size=4,1"])
     with pytest.raises(ConfigError, match="write evolution.population_size"):
         parse_grid(off.to_dict(), ["population_size=4"])
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["env_runners.num_env_runners=2"],  # what `--num-env-runners 2` adds
+        ["env_runners.num_envs_per_env_runner=16"],
+        ["training.train_batch_size_per_learner=300"],
+        ["env_runners={num_env_runners: 2}"],  # a whole section: AlmaPPOConfig's "auto"
+    ],
+)
+def test_overrides_of_the_sample_count_derive_the_fragment_length(sets):
+    """The default config fixes rollout_fragment_length 25 for 1 x 8 envs and a batch of
+    1000; an override that breaks RLlib's batch check gets "auto" instead of an error."""
+    config = build_config(load_experiment(None, sets))
+    assert config.rollout_fragment_length == "auto"
+    config.validate()  # RLlib's own check accepts it
+
+
+def test_overrides_keep_a_fragment_length_that_still_fits_or_is_given(tmp_path):
+    assert load_experiment(None, ["env_runners.num_env_runners=1"]).env_runners[
+        "rollout_fragment_length"] == 25  # 1 x 8 x 25 still divides 1000
+    given = ["env_runners.num_env_runners=2", "env_runners.rollout_fragment_length=25"]
+    with pytest.raises(ConfigError, match="rollout_fragment_length"):
+        load_experiment(None, given)  # the user's own fragment length is never replaced
+    # A file whose own settings disagree is the file's error, not derived away.
+    data = with_section("env_runners", num_env_runners=2, num_envs_per_env_runner=8,
+                        rollout_fragment_length=25)
+    assert "rollout_fragment_length" in error_of(tmp_path, data)
+
+
+def test_grid_over_runner_counts_derives_the_fragment_length_for_every_trial():
+    spec = load_experiment(None)
+    grid = parse_grid(spec.to_dict(), ["env_runners.num_env_runners=1,2"], spec.name)
+    assert grid[("env_runners", "rollout_fragment_length")] == ["auto"]
+    space = param_space(spec, grid)
+    assert space["rollout_fragment_length"] == {"grid_search": ["auto"]}
+    assert parse_grid(spec.to_dict(), ["env_runners.num_env_runners=0,1"], spec.name) == {
+        ("env_runners", "num_env_runners"): [0, 1]}

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -132,12 +133,14 @@ class ProgressLine(Callback):
 
 # ----------------------------------------------------------------------------------- ray
 def _init_ray(address: str | None, verbose: bool) -> None:
-    """Start (or join) Ray; without --verbose only errors of Ray's own loggers are shown."""
+    """Start a local Ray, or join the cluster at `address` (or `RAY_ADDRESS`); without
+    --verbose only errors of Ray's own loggers are shown."""
     if not verbose:  # Tune's own report (its header box, tables) gives way to ProgressLine
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=verbose)
+        if address and address != "local":
+            _join_cluster(address, verbose)
         else:
             ray.init(
                 address="local",  # a fresh Ray of its own, even beside a running cluster
@@ -149,6 +152,58 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     if not verbose:
         for name in ("ray", "ray.rllib", "ray.tune"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _join_cluster(address: str, verbose: bool) -> None:
+    """`ray.init(address)` with Ray's token authentication handled as for `address="auto"`.
+
+    Ray 2.60 turns token authentication on for a cluster whose head finds a token when it
+    starts (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`, which any local
+    `ray.init()` creates). A driver joining `auto` switches to token mode when it has a token
+    itself, but one given an explicit `HOST:PORT` does not, and the head then rejects it
+    (`InvalidAuthToken`). Here a driver with a token always sends it (a head without
+    authentication ignores it); `RAY_AUTH_MODE` set by the user is respected.
+    """
+    import ray
+
+    host, sep, port = address.rpartition(":")
+    if sep and host and port.isdigit() and "://" not in address:
+        try:  # Ray itself retries an unreachable GCS for minutes before giving up
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            raise UsageError(
+                f"--address {address}: no Ray head answers there ({exc.strerror or exc}); "
+                "start one with `ray start --head --port PORT` and pass HOST:PORT, or drop "
+                "--address to train on a local Ray"
+            ) from None
+    if not address.startswith("ray://"):
+        try:
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+        except ImportError:  # another Ray version: its own defaults apply
+            pass
+        else:
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        ray.init(address=address, log_to_driver=verbose)
+    except ConnectionError as exc:
+        chain, cause = [], exc
+        while cause is not None:
+            chain.append(str(cause))
+            cause = cause.__cause__ or cause.__context__
+        if any("InvalidAuthToken" in text for text in chain):
+            raise UsageError(
+                f"--address {address}: the cluster uses Ray's token authentication and this "
+                "machine has no token or another one; give it the head's token (the output "
+                "of `ray get-auth-token` on the head) as RAY_AUTH_TOKEN, or in the file "
+                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+            ) from None
+        raise UsageError(
+            f"--address {address}: cannot join a Ray cluster there ({exc}); start one with "
+            "`ray start --head --port PORT` and pass HOST:PORT, or drop --address to train "
+            "on a local Ray"
+        ) from None
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -471,7 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after N environment steps")
         p.add_argument("--output", metavar="DIR", help="run directory (default out/NAME_TIME)")
         p.add_argument("--num-env-runners", type=int, metavar="N")
-        p.add_argument("--address", metavar="ray://HOST:PORT", help="an existing Ray cluster")
+        p.add_argument("--address", metavar="HOST:PORT",
+                       help="join an existing Ray cluster (its head's GCS address, 'auto', or "
+                            "ray://HOST:PORT with ray[client]); default RAY_ADDRESS, else a "
+                            "local Ray")
         p.add_argument("--checkpoint-every", type=int, metavar="K",
                        help="checkpoint every K iterations (and at the end)")
         p.add_argument("--logger", action="append", metavar="|".join(TRACKERS),

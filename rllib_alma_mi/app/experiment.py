@@ -127,7 +127,7 @@ BASE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _with_defaults(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+def with_defaults(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
     """`raw` over the base defaults; an empty section (`training:` or `loggers:` with nothing
     under it, which YAML reads as null) counts as left out."""
     merged = {**copy.deepcopy(BASE_DEFAULTS), "name": name}
@@ -153,7 +153,7 @@ def validate(raw: Mapping[str, Any], source: str, name: str = "experiment") -> E
                 f"{source}: {key}: must be a mapping of keys to values, got "
                 f"{type(raw[key]).__name__} {raw[key]!r}"
             )
-    merged = _with_defaults(raw, name)
+    merged = with_defaults(raw, name)
     for key, check in TOP_CHECKS.items():
         _check_value(source, key, merged[key], check)
     for section, checks in SECTION_CHECKS.items():
