@@ -1,6 +1,10 @@
-"""Checker for the entity-task observation contract.
+"""The entity-task observation contract: its spaces, the base and helpers of the
+environments that meet it, and its checker.
 
 The contract is specified in the README, section "The entity-task observation contract".
+``contract_spaces`` builds its spaces, ``ContractParallelEnv`` sets them per agent,
+``observations_from_state`` and ``episode_stats`` build its observations and its infos at
+an episode's end.
 
 ``check_env(env)`` resets and steps any PettingZoo ``ParallelEnv`` with random valid actions
 and raises ``ContractError`` at the first violation, naming the key, the expected and the
@@ -23,6 +27,18 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+__all__ = [
+    "OBS_KEYS",
+    "STATE_KEYS",
+    "ContractError",
+    "ContractParallelEnv",
+    "check_env",
+    "contract_spaces",
+    "episode_stats",
+    "observations_from_state",
+]
 
 
 def binary_box(shape: tuple[int, ...]) -> spaces.Box:
@@ -57,7 +73,80 @@ def contract_spaces(
     )
     return observation, spaces.Dict(state)
 
-__all__ = ["ContractError", "OBS_KEYS", "STATE_KEYS", "check_env"]
+
+class ContractParallelEnv(ParallelEnv):
+    """Base of the contract environments: the same observation space (``contract_spaces``)
+    and ``Discrete(A)`` action space for every agent of ``possible_agents``, and the check of
+    the actions given to ``step``."""
+
+    def _build_contract_spaces(
+        self, n_entities: int, n_features: int, n_tasks: int, n_actions: int,
+        feature_low: float = -np.inf, feature_high: float = np.inf,
+    ) -> None:
+        """Set ``observation_spaces``, ``action_spaces`` (per agent of ``possible_agents``)
+        and ``state_space`` for E entities, F features, T tasks and A actions."""
+        observation, self.state_space = contract_spaces(
+            n_entities, n_features, n_tasks, n_actions, feature_low, feature_high
+        )
+        self.observation_spaces = {agent: observation for agent in self.possible_agents}
+        self.action_spaces = {agent: spaces.Discrete(n_actions) for agent in self.possible_agents}
+
+    def observation_space(self, agent: str) -> spaces.Dict:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Discrete:
+        return self.action_spaces[agent]
+
+    def _require_actions(self, actions: Mapping[str, Any]) -> None:
+        """Raise unless an episode is running and ``actions`` has an entry per live agent."""
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        missing = [a for a in self.agents if a not in actions]
+        if missing:
+            n_actions = self.action_spaces[missing[0]].n
+            raise ValueError(f"step: actions missing for live agents {missing}; expected one "
+                             f"Discrete({n_actions}) action per agent in {self.agents}")
+
+
+def observations_from_state(
+    state: Mapping[str, np.ndarray],
+    visibility: np.ndarray,
+    action_masks: np.ndarray,
+    agents: list[str],
+    possible_agents: list[str],
+) -> dict[str, dict[str, np.ndarray]]:
+    """The contract observation of each agent in ``agents`` from the global ``state()``.
+
+    Agent ``i`` (its index in ``possible_agents``) sees the state's ``entities`` rows where
+    ``visibility[i]`` is 1 and zeros elsewhere; its ``obs_mask`` is ``visibility[i]`` and its
+    ``action_mask`` ``action_masks[i]``. Shapes: ``visibility`` (n, E) int8, ``action_masks``
+    (n, A) int8; every returned array is a fresh copy.
+    """
+    obs = {}
+    for agent in agents:
+        i = possible_agents.index(agent)
+        obs[agent] = {
+            "entities": np.where(visibility[i][:, None] == 1, state["entities"], np.float32(0)),
+            "entity_mask": state["entity_mask"].copy(),
+            "obs_mask": visibility[i].copy(),
+            "entity2task": state["entity2task"].copy(),
+            "task_mask": state["task_mask"].copy(),
+            "agent_index": np.array(i, dtype=np.int64),
+            "action_mask": action_masks[i].copy(),
+        }
+    return obs
+
+
+def episode_stats(completed: np.ndarray, burned: np.ndarray | None = None) -> dict[str, Any]:
+    """The contract's infos at an episode's end from (T',) bool arrays over the episode's
+    tasks: ``solved`` (every task completed), ``tasks_completed_frac`` and
+    ``tasks_burned_frac`` (0.0 when ``burned`` is None: no task can fail)."""
+    return {
+        "solved": bool(np.all(completed)),
+        "tasks_completed_frac": float(np.mean(completed)),
+        "tasks_burned_frac": 0.0 if burned is None else float(np.mean(burned)),
+    }
+
 
 OBS_KEYS = (
     "entities", "entity_mask", "obs_mask", "entity2task", "task_mask", "agent_index",

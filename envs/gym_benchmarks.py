@@ -1,6 +1,7 @@
 """Plumbing shared by the adapters of the field's gymnasium benchmarks (``envs.lbf``,
-``envs.rware``): resolving a registered id or constructor arguments, and the native (flat
-vector) observation as a PettingZoo ``ParallelEnv`` for baselines.
+``envs.rware``): importing the package, resolving a registered id or constructor arguments,
+the body of the contract adapter (``TeamTasksEnv``), and the native (flat vector)
+observation as a PettingZoo ``ParallelEnv`` for baselines.
 
 Both packages expose one ``gymnasium.Env`` for the whole team: ``Tuple`` observation and
 action spaces (one entry per agent), a list of per-agent rewards and one ``done`` flag that
@@ -9,6 +10,7 @@ is also set at the step limit (``truncated`` is always False).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +20,17 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-__all__ = ["FlatParallelEnv", "resolve_kwargs"]
+from envs.contract import ContractParallelEnv, observations_from_state
+
+__all__ = ["FlatParallelEnv", "TeamTasksEnv", "import_package", "resolve_kwargs"]
+
+
+def import_package(family: str, module: str, install_hint: str) -> Any:
+    """Import ``module``; without it, an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{family}: {install_hint}") from err
 
 
 def resolve_kwargs(
@@ -139,3 +151,93 @@ class FlatParallelEnv(ParallelEnv):
 
     def close(self) -> None:
         self.env.close()
+
+
+class TeamTasksEnv(ContractParallelEnv):
+    """The body of a contract adapter around a team ``gymnasium.Env`` (``LBFTasks``,
+    ``RWARETasks``): every agent is live from reset to the episode's end, rewards are the
+    wrapped env's, the wrapped ``done`` ends the episode for all.
+
+    A subclass sets ``family``, calls ``__init__`` (with the function that builds the
+    wrapped env from ``env_id`` and ``kwargs``) then ``_build_agents``, and gives
+    ``state()``, ``visibility()`` ((n, E) int8), ``_action_masks()`` ((n, A) int8),
+    ``_on_reset()`` (after the wrapped reset), ``_team_step(actions) -> (rewards, done,
+    task_rewards (T,) float32, terminated)``, ``_episode_stats()`` (the infos added at the
+    episode's end) and ``_draw()`` (the ``rgb_array`` picture).
+    """
+
+    family: str
+
+    def __init__(
+        self,
+        env_id: str | None,
+        render_mode: str | None,
+        kwargs: dict[str, Any],
+        make_env: Callable[[str | None, dict[str, Any]], gym.Env],
+    ) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"{self.family}: render_mode={render_mode!r} is not supported; "
+                             "allowed: None, 'rgb_array'")
+        self.render_mode = render_mode
+        self.env_id = env_id
+        self._env = make_env(env_id, kwargs)
+
+    def _build_agents(
+        self, n_agents: int, n_entities: int, n_features: int, n_tasks: int, n_actions: int
+    ) -> None:
+        """``possible_agents`` agent_0..agent_{n-1} and their contract spaces (features in
+        [0, 1])."""
+        self.possible_agents = [f"agent_{i}" for i in range(n_agents)]
+        self.agents: list[str] = []
+        self._build_contract_spaces(n_entities, n_features, n_tasks, n_actions, 0.0, 1.0)
+
+    @property
+    def unwrapped_env(self) -> Any:
+        """The wrapped gymnasium env."""
+        return self._env
+
+    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
+        return observations_from_state(self.state(), self.visibility(), self._action_masks(),
+                                       self.possible_agents, self.possible_agents)
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
+        """Reset the wrapped env with ``seed`` (``options`` are ignored, as the wrapped env
+        does); returns (observations, infos)."""
+        self._env.reset(seed=seed)
+        self._on_reset()
+        self.agents = list(self.possible_agents)
+        zeros = np.zeros(self.n_tasks, dtype=np.float32)
+        return self._observe(), {a: {"task_rewards": zeros.copy()} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Step the wrapped env with one action per agent; returns (observations, rewards,
+        terminations, truncations, infos), rewards exactly the wrapped env's. An episode end
+        that is not a termination is a truncation."""
+        self._require_actions(actions)
+        acting = self.agents
+        rewards, done, task_rewards, terminated = self._team_step(
+            [int(actions[a]) for a in acting]
+        )
+        stats = self._episode_stats() if done else {}
+        infos = {a: {"task_rewards": task_rewards.copy(), **stats} for a in acting}
+        obs = self._observe()
+        if done:
+            self.agents = []
+        return (
+            obs,
+            {a: float(r) for a, r in zip(acting, rewards, strict=True)},
+            dict.fromkeys(acting, terminated),
+            dict.fromkeys(acting, done and not terminated),
+            infos,
+        )
+
+    def render(self) -> np.ndarray:
+        """"rgb_array": an (rows * 32, cols * 32, 3) uint8 picture of the grid."""
+        if self.render_mode is None:
+            raise ValueError("render() needs render_mode='rgb_array' at construction")
+        return self._draw()
+
+    def close(self) -> None:
+        self._env.close()

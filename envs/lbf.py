@@ -45,12 +45,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
-from envs.contract import contract_spaces
+from envs.contract import episode_stats
 from envs.grid_pictures import draw_lbf
-from envs.gym_benchmarks import FlatParallelEnv, resolve_kwargs
+from envs.gym_benchmarks import FlatParallelEnv, TeamTasksEnv, import_package, resolve_kwargs
 
 __all__ = [
     "ACTION_NAMES",
@@ -77,11 +75,7 @@ _ID_HELP = (
 
 
 def _foraging_env_class() -> type:
-    try:
-        from lbforaging.foraging.environment import ForagingEnv
-    except ImportError as err:
-        raise ImportError(f"lbf: {_INSTALL_HINT}") from err
-    return ForagingEnv
+    return import_package("lbf", "lbforaging.foraging.environment", _INSTALL_HINT).ForagingEnv
 
 
 def _make_foraging_env(env_id: str | None, kwargs: dict[str, Any]) -> Any:
@@ -114,7 +108,7 @@ def flat_parallel_env(env_id: str | None = None, **kwargs: Any) -> FlatParallelE
     return FlatParallelEnv(env, "lbf_flat_v0", lambda e: int(e.field.sum()) == 0)
 
 
-class LBFTasks(ParallelEnv):
+class LBFTasks(TeamTasksEnv):
     """Level-Based Foraging as a contract ``ParallelEnv``: players and food items as
     entities, one task per food item.
 
@@ -133,16 +127,12 @@ class LBFTasks(ParallelEnv):
     metadata = {
         "name": "lbf_tasks_v0", "render_modes": ["rgb_array"], "is_parallelizable": True
     }
+    family = "lbf"
 
     def __init__(
         self, env_id: str | None = None, render_mode: str | None = None, **kwargs: Any
     ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"lbf: render_mode={render_mode!r} is not supported; allowed: "
-                             "None, 'rgb_array'")
-        self.render_mode = render_mode
-        self.env_id = env_id
-        self._env = _make_foraging_env(env_id, kwargs)
+        super().__init__(env_id, render_mode, kwargs, _make_foraging_env)
         env = self._env
         self.n_agents = len(env.players)
         self.n_food = int(env.max_num_food)
@@ -154,29 +144,12 @@ class LBFTasks(ParallelEnv):
         else:
             max_food = int(np.max(env.max_food_level))
         self.level_scale = float(max(max_player, max_food, 1))
-        self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
-        self.agents: list[str] = []
         self.n_entities = self.n_agents + self.n_food
         self.n_tasks = self.n_food
-        observation, self.state_space = contract_spaces(
-            self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS, 0.0, 1.0
-        )
-        self.observation_spaces = {a: observation for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(N_ACTIONS) for a in self.possible_agents}
+        self._build_agents(self.n_agents, self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS)
         self._food_pos = np.zeros((self.n_food, 2), dtype=np.int64)
         self._food_level = np.zeros(self.n_food, dtype=np.int64)
         self._food_spawned = np.zeros(self.n_food, dtype=bool)
-
-    def observation_space(self, agent: str) -> spaces.Dict:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self.action_spaces[agent]
-
-    @property
-    def unwrapped_env(self) -> Any:
-        """The wrapped ``ForagingEnv``."""
-        return self._env
 
     # ------------------------------------------------------------------ env fields
     def _agent_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -240,30 +213,9 @@ class LBFTasks(ParallelEnv):
             "task_mask": live.astype(np.int8),
         }
 
-    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
-        state = self.state()
-        vis = self.visibility()
-        masks = self._action_masks()
-        obs = {}
-        for i, agent in enumerate(self.possible_agents):
-            obs[agent] = {
-                "entities": np.where(vis[i][:, None] == 1, state["entities"], np.float32(0)),
-                "entity_mask": state["entity_mask"].copy(),
-                "obs_mask": vis[i].copy(),
-                "entity2task": state["entity2task"].copy(),
-                "task_mask": state["task_mask"].copy(),
-                "agent_index": np.array(i, dtype=np.int64),
-                "action_mask": masks[i],
-            }
-        return obs
-
     # ------------------------------------------------------------------ reset / step
-    def reset(
-        self, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
-        """Reset LBF with ``seed`` (``options`` are ignored, as LBF does); returns
-        (observations, infos)."""
-        self._env.reset(seed=seed)
+    def _on_reset(self) -> None:
+        """Number the food placed by LBF's reset into the food slots."""
         field = self._env.field
         rows, cols = np.nonzero(field)
         count = len(rows)
@@ -278,37 +230,13 @@ class LBFTasks(ParallelEnv):
         self._food_pos[:count] = np.stack([rows, cols], axis=1)
         self._food_level[:count] = field[rows, cols]
         self._food_spawned[:count] = True
-        self.agents = list(self.possible_agents)
-        zeros = np.zeros(self.n_tasks, dtype=np.float32)
-        return self._observe(), {a: {"task_rewards": zeros.copy()} for a in self.agents}
 
-    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        """Step LBF with one action per agent; returns (observations, rewards, terminations,
-        truncations, infos), rewards exactly LBF's."""
-        if not self.agents:
-            raise RuntimeError("step() called on a finished episode; call reset() first")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"step: actions missing for live agents {missing}; expected one "
-                             f"Discrete({N_ACTIONS}) action per agent in {self.agents}")
+    def _team_step(self, actions: list[int]) -> tuple[list, bool, np.ndarray, bool]:
+        """LBF's step; collecting every food is a termination."""
         food_before = self._food_live()
-        _, rewards, done, _, _ = self._env.step([int(actions[a]) for a in self.agents])
+        _, rewards, done, _, _ = self._env.step(actions)
         task_rewards = self._task_rewards(np.asarray(rewards, dtype=np.float64), food_before)
-        acting = self.agents
-        terminated = not self._food_live().any()
-        truncated = bool(done) and not terminated
-        stats = self._episode_stats() if done else {}
-        infos = {a: {"task_rewards": task_rewards.copy(), **stats} for a in acting}
-        obs = self._observe()
-        if done:
-            self.agents = []
-        return (
-            obs,
-            {a: float(r) for a, r in zip(acting, rewards, strict=True)},
-            dict.fromkeys(acting, terminated),
-            dict.fromkeys(acting, truncated),
-            infos,
-        )
+        return rewards, bool(done), task_rewards, not self._food_live().any()
 
     def _task_rewards(self, rewards: np.ndarray, food_before: np.ndarray) -> np.ndarray:
         """(T,) float32: each agent's reward credited to the food it loaded (or tried to)."""
@@ -330,13 +258,7 @@ class LBFTasks(ParallelEnv):
         return out.astype(np.float32)
 
     def _episode_stats(self) -> dict[str, Any]:
-        collected = self._food_spawned & ~self._food_live()
-        spawned = int(self._food_spawned.sum())
-        return {
-            "solved": bool(collected.sum() == spawned),
-            "tasks_completed_frac": float(collected.sum() / spawned),
-            "tasks_burned_frac": 0.0,
-        }
+        return episode_stats(~self._food_live()[self._food_spawned])
 
     # ------------------------------------------------------------------ allocation
     def heuristic_allocation(self) -> np.ndarray:
@@ -344,14 +266,8 @@ class LBFTasks(ParallelEnv):
         pos, level = self._agent_arrays()
         return lift_allocation(pos, level, self._food_pos, self._food_level, self._food_live())
 
-    def render(self) -> np.ndarray:
-        """"rgb_array": an (rows * 32, cols * 32, 3) uint8 picture of the grid."""
-        if self.render_mode is None:
-            raise ValueError("render() needs render_mode='rgb_array' at construction")
+    def _draw(self) -> np.ndarray:
         return draw_lbf(self._env.players, self._env.field, self.sight)
-
-    def close(self) -> None:
-        self._env.close()
 
 
 def lift_allocation(

@@ -40,10 +40,8 @@ import os
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
-from envs.contract import contract_spaces
+from envs.contract import ContractParallelEnv, episode_stats, observations_from_state
 
 __all__ = ["COVER_RADIUS", "FEATURES", "N_ACTIONS", "MPESpreadTasks", "parallel_env"]
 
@@ -71,7 +69,7 @@ def parallel_env(**kwargs: Any) -> MPESpreadTasks:
     return MPESpreadTasks(**kwargs)
 
 
-class MPESpreadTasks(ParallelEnv):
+class MPESpreadTasks(ContractParallelEnv):
     """MPE simple_spread as a contract ``ParallelEnv``: N agents, N landmarks = N tasks.
 
     Args:
@@ -125,7 +123,7 @@ class MPESpreadTasks(ParallelEnv):
         self.agents: list[str] = []
         self.n_entities, self.n_tasks = 2 * self.N, self.N
         self._static = self._static_arrays()
-        self._build_spaces()
+        self._build_contract_spaces(self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS)
 
     # ------------------------------------------------------------------ spaces
     def _static_arrays(self) -> dict[str, np.ndarray]:
@@ -139,22 +137,9 @@ class MPESpreadTasks(ParallelEnv):
             "entity_mask": np.ones(n_e, dtype=np.int8),
             "entity2task": e2t,
             "task_mask": np.ones(self.n_tasks, dtype=np.int8),
-            "action_mask": np.ones(N_ACTIONS, dtype=np.int8),
+            "action_masks": np.ones((n, N_ACTIONS), dtype=np.int8),
             "flags": flags,
         }
-
-    def _build_spaces(self) -> None:
-        observation, self.state_space = contract_spaces(
-            self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS, -np.inf, np.inf
-        )
-        self.observation_spaces = {agent: observation for agent in self.possible_agents}
-        self.action_spaces = {agent: spaces.Discrete(N_ACTIONS) for agent in self.possible_agents}
-
-    def observation_space(self, agent: str) -> spaces.Dict:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self.action_spaces[agent]
 
     # ------------------------------------------------------------------ world access
     @property
@@ -188,12 +173,7 @@ class MPESpreadTasks(ParallelEnv):
         return (-(1.0 - self.local_ratio) * self._min_distances()).astype(np.float32)
 
     def _episode_stats(self) -> dict[str, Any]:
-        covered = self._min_distances() < COVER_RADIUS
-        return {
-            "solved": bool(covered.all()),
-            "tasks_completed_frac": float(covered.mean()),
-            "tasks_burned_frac": 0.0,
-        }
+        return episode_stats(self._min_distances() < COVER_RADIUS)
 
     # ------------------------------------------------------------------ observations
     def _visibility(self, ents: np.ndarray) -> np.ndarray:
@@ -208,23 +188,10 @@ class MPESpreadTasks(ParallelEnv):
         return vis
 
     def _observe(self, agents: list[str]) -> dict[str, dict[str, np.ndarray]]:
-        ents = self._entities()
-        vis = self._visibility(ents)
-        static = self._static
-        obs = {}
-        for agent in agents:
-            i = self.possible_agents.index(agent)
-            seen = np.where(vis[i][:, None] == 1, ents, np.float32(0.0))
-            obs[agent] = {
-                "entities": seen,
-                "entity_mask": static["entity_mask"].copy(),
-                "obs_mask": vis[i].copy(),
-                "entity2task": static["entity2task"].copy(),
-                "task_mask": static["task_mask"].copy(),
-                "agent_index": np.array(i, dtype=np.int64),
-                "action_mask": static["action_mask"].copy(),
-            }
-        return obs
+        state = self.state()
+        vis = self._visibility(state["entities"])
+        return observations_from_state(state, vis, self._static["action_masks"], agents,
+                                       self.possible_agents)
 
     def state(self) -> dict[str, np.ndarray]:
         """Global unmasked state: entities (E, F), entity_mask (E,), entity2task (E, T),
@@ -251,13 +218,7 @@ class MPESpreadTasks(ParallelEnv):
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         """Step the wrapped env with ``actions`` unchanged; returns (observations, rewards,
         terminations, truncations, infos), rewards exactly the wrapped env's."""
-        if not self.agents:
-            raise RuntimeError("step() called on a finished episode; call reset() first")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"step: actions missing for live agents {missing}; "
-                             f"expected one Discrete({N_ACTIONS}) action per agent in "
-                             f"{self.agents}")
+        self._require_actions(actions)
         acting = self.agents
         wrapped_obs, rewards, terms, truncs, wrapped_infos = self._env.step(actions)
         self.agents = list(self._env.agents)

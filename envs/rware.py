@@ -43,12 +43,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
-from envs.contract import contract_spaces
 from envs.grid_pictures import draw_rware
-from envs.gym_benchmarks import FlatParallelEnv, resolve_kwargs
+from envs.gym_benchmarks import FlatParallelEnv, TeamTasksEnv, import_package, resolve_kwargs
 
 __all__ = [
     "ACTION_NAMES",
@@ -78,11 +75,7 @@ _ID_HELP = (
 
 
 def _warehouse_module() -> Any:
-    try:
-        import rware.warehouse as warehouse
-    except ImportError as err:
-        raise ImportError(f"rware: {_INSTALL_HINT}") from err
-    return warehouse
+    return import_package("rware", "rware.warehouse", _INSTALL_HINT)
 
 
 def _make_warehouse(env_id: str | None, kwargs: dict[str, Any]) -> Any:
@@ -123,7 +116,7 @@ def flat_parallel_env(env_id: str | None = None, **kwargs: Any) -> FlatParallelE
     return FlatParallelEnv(env, "rware_flat_v0", lambda e: False)
 
 
-class RWARETasks(ParallelEnv):
+class RWARETasks(TeamTasksEnv):
     """The robotic warehouse as a contract ``ParallelEnv``: robots, shelves and goals as
     entities, one task per request slot.
 
@@ -143,16 +136,12 @@ class RWARETasks(ParallelEnv):
     metadata = {
         "name": "rware_tasks_v0", "render_modes": ["rgb_array"], "is_parallelizable": True
     }
+    family = "rware"
 
     def __init__(
         self, env_id: str | None = None, render_mode: str | None = None, **kwargs: Any
     ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"rware: render_mode={render_mode!r} is not supported; allowed: "
-                             "None, 'rgb_array'")
-        self.render_mode = render_mode
-        self.env_id = env_id
-        self._env = _make_warehouse(env_id, kwargs)
+        super().__init__(env_id, render_mode, kwargs, _make_warehouse)
         env = self._env
         self.n_agents = int(env.n_agents)
         self.height, self.width = (int(s) for s in env.grid_size)
@@ -167,30 +156,13 @@ class RWARETasks(ParallelEnv):
         self.n_entities = self.n_agents + self.n_shelves + self.n_goals
         self._shelf0 = self.n_agents
         self._goal0 = self.n_agents + self.n_shelves
-        self.possible_agents = [f"agent_{i}" for i in range(self.n_agents)]
-        self.agents: list[str] = []
-        observation, self.state_space = contract_spaces(
-            self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS, 0.0, 1.0
-        )
-        self.observation_spaces = {a: observation for a in self.possible_agents}
-        self.action_spaces = {a: spaces.Discrete(N_ACTIONS) for a in self.possible_agents}
+        self._build_agents(self.n_agents, self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS)
         self._scale = np.array([max(self.width - 1, 1), max(self.height - 1, 1)], np.float32)
         goals = np.array(env.goals, dtype=np.float32).reshape(-1, 2)  # (x, y)
         self._goal_rows = np.zeros((self.n_goals, N_FEATURES), dtype=np.float32)
         self._goal_rows[:, F_IS_GOAL] = 1.0
         self._goal_rows[:, F_X:F_Y + 1] = goals / self._scale
         self._deliveries = 0
-
-    def observation_space(self, agent: str) -> spaces.Dict:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self.action_spaces[agent]
-
-    @property
-    def unwrapped_env(self) -> Any:
-        """The wrapped ``Warehouse``."""
-        return self._env
 
     # ------------------------------------------------------------------ env fields
     def _positions(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,63 +211,26 @@ class RWARETasks(ParallelEnv):
         goals = np.ones((self.n_agents, self.n_goals), dtype=bool)
         return np.concatenate([near, goals], axis=1).astype(np.int8)
 
-    def _observe(self) -> dict[str, dict[str, np.ndarray]]:
-        state = self.state()
-        vis = self.visibility()
-        action_mask = np.ones(N_ACTIONS, dtype=np.int8)
-        obs = {}
-        for i, agent in enumerate(self.possible_agents):
-            obs[agent] = {
-                "entities": np.where(vis[i][:, None] == 1, state["entities"], np.float32(0)),
-                "entity_mask": state["entity_mask"].copy(),
-                "obs_mask": vis[i].copy(),
-                "entity2task": state["entity2task"].copy(),
-                "task_mask": state["task_mask"].copy(),
-                "agent_index": np.array(i, dtype=np.int64),
-                "action_mask": action_mask.copy(),
-            }
-        return obs
+    def _action_masks(self) -> np.ndarray:
+        """(n, A) int8: every action is always allowed."""
+        return np.ones((self.n_agents, N_ACTIONS), dtype=np.int8)
 
     # ------------------------------------------------------------------ reset / step
-    def reset(
-        self, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
-        """Reset RWARE with ``seed`` (``options`` are ignored, as RWARE does); returns
-        (observations, infos)."""
-        self._env.reset(seed=seed)
+    def _on_reset(self) -> None:
         self._deliveries = 0
-        self.agents = list(self.possible_agents)
-        zeros = np.zeros(self.n_tasks, dtype=np.float32)
-        return self._observe(), {a: {"task_rewards": zeros.copy()} for a in self.agents}
 
-    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        """Step RWARE with one action per agent; returns (observations, rewards, terminations,
-        truncations, infos), rewards exactly RWARE's."""
-        if not self.agents:
-            raise RuntimeError("step() called on a finished episode; call reset() first")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
-            raise ValueError(f"step: actions missing for live agents {missing}; expected one "
-                             f"Discrete({N_ACTIONS}) action per agent in {self.agents}")
+    def _team_step(self, actions: list[int]) -> tuple[list, bool, np.ndarray, bool]:
+        """RWARE's step; every episode end is a truncation."""
         before = self.requested_shelves()
-        _, rewards, done, _, _ = self._env.step([int(actions[a]) for a in self.agents])
+        _, rewards, done, _, _ = self._env.step(actions)
         delivered = self.requested_shelves() != before  # a delivered slot gets a new request
         self._deliveries += int(delivered.sum())
         per_delivery = 1.0 if self._env.reward_type.name == "INDIVIDUAL" else float(self.n_agents)
         task_rewards = (delivered * per_delivery).astype(np.float32)
-        acting = self.agents
-        stats = {"deliveries": self._deliveries} if done else {}
-        infos = {a: {"task_rewards": task_rewards.copy(), **stats} for a in acting}
-        obs = self._observe()
-        if done:
-            self.agents = []
-        return (
-            obs,
-            {a: float(r) for a, r in zip(acting, rewards, strict=True)},
-            dict.fromkeys(acting, False),
-            dict.fromkeys(acting, bool(done)),
-            infos,
-        )
+        return rewards, bool(done), task_rewards, False
+
+    def _episode_stats(self) -> dict[str, Any]:
+        return {"deliveries": self._deliveries}
 
     # ------------------------------------------------------------------ allocation
     def heuristic_allocation(self) -> np.ndarray:
@@ -309,14 +244,8 @@ class RWARETasks(ParallelEnv):
                 carried[i] = agent.carrying_shelf.id - 1
         return nearest_request_allocation(robots, shelves[requested], requested, carried)
 
-    def render(self) -> np.ndarray:
-        """"rgb_array": an (rows * 32, cols * 32, 3) uint8 picture of the grid."""
-        if self.render_mode is None:
-            raise ValueError("render() needs render_mode='rgb_array' at construction")
+    def _draw(self) -> np.ndarray:
         return draw_rware(self._env)
-
-    def close(self) -> None:
-        self._env.close()
 
 
 def nearest_request_allocation(

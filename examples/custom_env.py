@@ -130,7 +130,9 @@ def parallel_env(**kwargs) -> LineVisitEnv:
 if __name__ == "__main__":
     from rllib_alma_mi import AlmaPPOConfig, register_env
 
-    register_env("line_visit", parallel_env)
+    # RLlib's convention, `creator(env_config)`; `register_env("line_visit", parallel_env)`
+    # (PettingZoo's, `creator(**env_config)`) works as well.
+    register_env("line_visit", lambda cfg: LineVisitEnv(**cfg))
     config = (
         AlmaPPOConfig()
         .environment("line_visit", env_config={"n_agents": 2, "n_targets": 3})

@@ -10,11 +10,13 @@ _LAZY = {
     "AlmaPPO": "rllib_alma_mi.algorithm",
     "AlmaPPOConfig": "rllib_alma_mi.algorithm",
     "HierarchicalEnv": "rllib_alma_mi.hierarchy",
+    "load_algorithm": "rllib_alma_mi.app.checkpoints",
     "register_env": "rllib_alma_mi.registry",
     "registered_envs": "rllib_alma_mi.registry",
     "HierarchySettings": "rllib_alma_mi.settings",
     "ModelSettings": "rllib_alma_mi.settings",
     "MutualInfoSettings": "rllib_alma_mi.settings",
+    "save_checkpoint": "rllib_alma_mi.app.checkpoints",
 }
 
 __all__ = sorted(_LAZY)

@@ -21,9 +21,11 @@ from rllib_alma_mi.rllib.allocator_module import AllocatorModule
 from rllib_alma_mi.rllib.callbacks import TaskMetricsCallback, add_callback
 from rllib_alma_mi.rllib.env_runner import AlmaEnvRunner
 from rllib_alma_mi.rllib.learner import AlmaPPOLearner
+from rllib_alma_mi.rllib.sharding import AlmaLearnerGroup
 from rllib_alma_mi.rllib.worker_module import WorkerModule
 from rllib_alma_mi.settings import (
     ALMA_KEYS,
+    EvaluationSettings,
     HierarchySettings,
     ModelSettings,
     MutualInfoSettings,
@@ -82,6 +84,9 @@ class AlmaPPOConfig(PPOConfig):
         self.environment(disable_env_checking=True, normalize_actions=False)
         self.callbacks(TaskMetricsCallback)
         self.evolution_config = None  # the `.evolution()` block (off by default)
+        # The `.seeded_evaluation()` block: one env seed per evaluation episode (or None). Not
+        # named evaluation_*: `update_from_dict` passes those keys to `.evaluation()`.
+        self.eval_episode_seeds = None
 
     # ------------------------------------------------------------------ the two new blocks
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
@@ -126,6 +131,29 @@ class AlmaPPOConfig(PPOConfig):
         `EvolutionSettings`. `evolution(enabled=False)` turns it off again."""
         settings = EvolutionSettings.from_dict(kwargs)  # raises ValueError on a bad key/value
         self.evolution_config = settings.to_dict() if enabled else None
+        return self
+
+    def seeded_evaluation(self, **kwargs: Any) -> AlmaPPOConfig:
+        """Evaluation during training on fixed episodes; keys as `EvaluationSettings`.
+
+        Every `interval` iterations RLlib's evaluation env runners play `episodes` episodes,
+        episode i reset with seed `seeds[i]`, greedily (`explore=False`) unless `greedy=False`;
+        so each evaluation sees the same episodes (the same teams and layouts). Their metrics
+        appear under `result["evaluation"]["env_runners"]` (`solved`,
+        `tasks_completed_frac`, `team_return`, ...). Each evaluation env runner steps one
+        env, so that every listed episode is played to its end; the episodes are split over
+        `num_env_runners` runners (0: one runner in the algorithm's process).
+        """
+        settings = EvaluationSettings.from_dict(kwargs)  # raises ValueError on a bad value
+        self.eval_episode_seeds = settings.episode_seeds()
+        self.evaluation(
+            evaluation_interval=settings.interval,
+            evaluation_duration=settings.episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=settings.num_env_runners,
+            evaluation_parallel_to_training=False,
+            evaluation_config={"explore": not settings.greedy, "num_envs_per_env_runner": 1},
+        )
         return self
 
     def hierarchy_settings(self) -> HierarchySettings:
@@ -206,6 +234,16 @@ class AlmaPPOConfig(PPOConfig):
 
     def get_default_learner_class(self):
         return AlmaPPOLearner
+
+    def build_learner_group(self, *, env=None, spaces=None, rl_module_spec=None,
+                            placement_group=None) -> AlmaLearnerGroup:
+        """RLlib's learner group, sharding whole episodes over several learners
+        (`rllib_alma_mi.rllib.sharding`)."""
+        if rl_module_spec is None:
+            rl_module_spec = self.get_multi_rl_module_spec(env=env, spaces=spaces)
+        return AlmaLearnerGroup(
+            config=self.copy(), module_spec=rl_module_spec, placement_group=placement_group
+        )
 
 
 class AlmaPPO(PPO):

@@ -19,6 +19,7 @@ from envs.contract import binary_box
 from rllib_alma_mi.keys import (
     ALLOCATOR,
     BASE_ENV_STEPS,
+    CURRENT_ALLOCATION,
     EPISODE_STATS,
     HEURISTIC_ALLOCATION,
     STATE,
@@ -39,7 +40,9 @@ class HierarchicalEnv(MultiAgentEnv):
 
     Allocator observation (Dict): `entities` (E, F), `entity_mask` (E,), `obs_mask` (E,),
     `entity2task` (E, T), `task_mask` (T,), `agent_mask` (N,) live agent slots,
-    `agent_obs_mask` (N, E) what each agent sees, `state` when `include_state`, and
+    `agent_obs_mask` (N, E) what each agent sees, `current_allocation` (N,) each live slot's
+    task until now (-1 before the episode's first allocation and for dead slots), `state`
+    when `include_state`, and
     `heuristic_allocation` (N,) when the allocator imitates the heuristic (`imitation_steps`).
     Allocator action: MultiDiscrete([T] * N), a task per agent slot (dead slots are ignored).
     Worker observation: the contract observation with `obs_mask` restricted to the worker's
@@ -107,6 +110,9 @@ class HierarchicalEnv(MultiAgentEnv):
         }
         spaces["agent_mask"] = binary_box((self.n_slots,))
         spaces["agent_obs_mask"] = binary_box((self.n_slots, self.n_entities))
+        spaces[CURRENT_ALLOCATION] = gym.spaces.Box(
+            -1, self.n_tasks - 1, (self.n_slots,), dtype=np.int64
+        )
         if self.settings.imitation:
             spaces[HEURISTIC_ALLOCATION] = gym.spaces.Box(
                 0, self.n_tasks - 1, (self.n_slots,), dtype=np.int64
@@ -126,6 +132,7 @@ class HierarchicalEnv(MultiAgentEnv):
         self._alloc_reward = 0.0
         self._team_return = 0.0
         self._allocation[:] = 0
+        self._allocated = False
         self.agents = ([ALLOCATOR] if self.learned else []) + list(self.base.agents)
         if self.learned:
             self._awaiting_allocation = True
@@ -215,6 +222,7 @@ class HierarchicalEnv(MultiAgentEnv):
 
     # ----------------------------------------------------------------------------- allocation
     def _apply_allocation(self, allocation) -> None:
+        self._allocated = True
         alloc = np.asarray(allocation)
         if alloc.shape != (self.n_slots,) or not np.issubdtype(alloc.dtype, np.integer):
             raise ValueError(
@@ -286,6 +294,11 @@ class HierarchicalEnv(MultiAgentEnv):
         obs = allocator_observation(
             self._state, obs_masks, self.n_slots, self.settings.allocator_view
         )
+        current = np.full(self.n_slots, -1, dtype=np.int64)
+        if self._allocated:
+            live = list(self._slot.values())
+            current[live] = self._allocation[live]
+        obs[CURRENT_ALLOCATION] = current
         if self.settings.imitation:
             obs[HEURISTIC_ALLOCATION] = self._heuristic_allocation()
         if self.include_state:

@@ -18,6 +18,7 @@ STATE = "state"  # the centralized state, training only
 HEURISTIC_ALLOCATION = "heuristic_allocation"  # the imitation target, training only
 AGENT_MASK = "agent_mask"
 AGENT_OBS_MASK = "agent_obs_mask"
+CURRENT_ALLOCATION = "current_allocation"  # each slot's task now, -1 before the first
 TRAINING_ONLY_KEYS = (STATE, HEURISTIC_ALLOCATION)
 # The keys of `env.state()` in the contract.
 STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")

@@ -67,19 +67,29 @@ def check_int(key: str, value: Any, minimum: int, maximum: int | None = None) ->
         raise ValueError(f"{key}={_show(value)} is out of range; it must be >= {minimum}{upper}")
 
 
-def check_float(key: str, value: Any, minimum: float, maximum: float | None = None) -> None:
+def check_float(
+    key: str,
+    value: Any,
+    minimum: float,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+) -> None:
+    """A finite number in [minimum, maximum] (in (minimum, maximum] with `exclusive_minimum`)."""
+    lower = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(
-            f"{key}={_show(value)} must be a number >= {minimum}, not {_type_name(value)}"
+            f"{key}={_show(value)} must be a number {lower}, not {_type_name(value)}"
         )
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an int too large for a float
         finite = False
-    if not finite or value < minimum or (maximum is not None and value > maximum):
+    below = value <= minimum if exclusive_minimum else value < minimum
+    if not finite or below or (maximum is not None and value > maximum):
         upper = f" and <= {maximum}" if maximum is not None else ""
         raise ValueError(
-            f"{key}={_show(value)} is out of range; it must be finite, >= {minimum}{upper}"
+            f"{key}={_show(value)} is out of range; it must be finite, {lower}{upper}"
         )
 
 
@@ -167,6 +177,10 @@ class ModelSettings(_Settings):
     # two: a third off the learner's time, but it learned half as much by 100k steps in
     # results/shared_worker_encoder); False: a second encoder of its own.
     shared_worker_encoder: bool = False
+    # Initial value of a learned bias that the allocator's pointer adds to each agent's current
+    # task (`current_allocation`), so that keeping an assignment is the easy default for a
+    # young allocator; 0 = no such bias (and no parameter).
+    keep_bias: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("embed_dim", self.embed_dim, 1, MAX_WIDTH)
@@ -179,6 +193,7 @@ class ModelSettings(_Settings):
         check_bool("agent_attention", self.agent_attention)
         check_float("relative_scale", self.relative_scale, 0.0)
         check_bool("shared_worker_encoder", self.shared_worker_encoder)
+        check_float("keep_bias", self.keep_bias, 0.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -306,3 +321,59 @@ def check_combination(hierarchy: HierarchySettings, mi: MutualInfoSettings) -> N
             "allocator_view only applies with an allocator; with allocation='none' leave it "
             "at 'global'"
         )
+
+
+# Evaluation episodes are reset with seeds from here on unless a list is given, apart from
+# the seeds training starts its environments with (the run's seed plus a few).
+EVALUATION_FIRST_SEED = 1_000_000
+
+
+@dataclass(frozen=True)
+class EvaluationSettings(_Settings):
+    """Evaluation during training (`AlmaPPOConfig().seeded_evaluation(...)`).
+
+    interval: training iterations between evaluations.
+    episodes: episodes per evaluation; every evaluation plays the same ones.
+    greedy: True: both levels act greedily (the allocator's most likely allocation, the
+        workers' argmax); False: they sample, with each episode's draws seeded by its seed.
+    seeds: one environment seed per episode (`episodes` of them); None: `EVALUATION_FIRST_SEED`,
+        `EVALUATION_FIRST_SEED + 1`, ...
+    num_env_runners: evaluation env runners (0: one in the algorithm's own process).
+    """
+
+    interval: int = 10
+    episodes: int = 10
+    greedy: bool = True
+    seeds: tuple[int, ...] | None = None
+    num_env_runners: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("interval", self.interval, 1)
+        check_int("episodes", self.episodes, 1, 100_000)
+        check_bool("greedy", self.greedy)
+        if self.seeds is not None:
+            if not isinstance(self.seeds, (list, tuple)) or not self.seeds:
+                raise ValueError(
+                    f"seeds={_show(self.seeds)} must be a non-empty list of integer seeds "
+                    ">= 0, one per episode; or leave it out"
+                )
+            for i, seed in enumerate(self.seeds):
+                check_int(f"seeds[{i}]", seed, 0)
+            if len(self.seeds) != self.episodes:
+                raise ValueError(
+                    f"seeds has {len(self.seeds)} entries but episodes={self.episodes}; give "
+                    "one seed per episode, or leave seeds out"
+                )
+            object.__setattr__(self, "seeds", tuple(self.seeds))
+        check_int("num_env_runners", self.num_env_runners, 0, 1000)
+
+    def episode_seeds(self) -> list[int]:
+        """The environment seed of each evaluation episode, in order."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        return [EVALUATION_FIRST_SEED + i for i in range(self.episodes)]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["seeds"] = None if self.seeds is None else list(self.seeds)
+        return out

@@ -2,6 +2,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,8 @@ def small_config(
     **settings,
 ):
     """A fast `AlmaPPOConfig` for tests: one epoch over `batch` env steps in minibatches of
-    half of it, networks (and the MINE critic) `width` wide, seeded. `settings` go to
-    `.alma()` or `.mutual_info()` by their key."""
+    half of it, networks (and the MINE critic, unless `mi_embed_dim` is given) `width` wide,
+    seeded. `settings` go to `.alma()` or `.mutual_info()` by their key."""
     from rllib_alma_mi import AlmaPPOConfig
     from rllib_alma_mi.settings import ALMA_KEYS
 
@@ -51,7 +52,7 @@ def small_config(
         .env_runners(num_env_runners=runners, num_envs_per_env_runner=envs_per_runner)
         .alma(embed_dim=width, **{k: v for k, v in settings.items() if k in ALMA_KEYS})
         .mutual_info(
-            mi_embed_dim=width, **{k: v for k, v in settings.items() if k not in ALMA_KEYS}
+            **{"mi_embed_dim": width, **{k: v for k, v in settings.items() if k not in ALMA_KEYS}}
         )
         .debugging(seed=seed)
     )
@@ -64,3 +65,47 @@ def tiny_config(**kwargs):
     """`small_config` at half the batch, one env, 16 wide, on 30-step episodes."""
     kwargs = {"batch": 200, "envs_per_runner": 1, "width": 16, "env_config": TINY_CITY, **kwargs}
     return small_config(**kwargs)
+
+
+def train_once(config) -> dict:
+    """Build the algorithm of `config`, train one iteration and stop it; returns the result."""
+    algo = config.build_algo()
+    try:
+        return algo.train()
+    finally:
+        algo.stop()
+
+
+def check_install_hint(monkeypatch, modules: list[str], extra: str, make_env) -> None:
+    """With the `modules` made unimportable, `make_env()` raises an ImportError that says
+    `pip install .[extra]`."""
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=rf"pip install \.\[{extra}\]"):
+        make_env()
+
+
+def check_rgb_array_render(make_env, shape: tuple[int, int, int]):
+    """Reset `make_env(render_mode="rgb_array")` with seed 0 and render it: the frame is
+    `shape` uint8, and `render()` of `make_env()` raises a ValueError naming render_mode.
+    Returns (env, frame)."""
+    env = make_env(render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == shape and frame.dtype == np.uint8
+    with pytest.raises(ValueError, match="render_mode"):
+        make_env().render()
+    return env, frame
+
+
+def check_rllib_env_checks(contract_env, flat_env) -> None:
+    """RLlib's multi-agent env check passes on `contract_env` under the hierarchy (default
+    settings) and on `flat_env` as a plain PettingZoo env."""
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+    from rllib_alma_mi.hierarchy import HierarchicalEnv
+    from rllib_alma_mi.settings import HierarchySettings
+
+    check_multiagent_environments(HierarchicalEnv(contract_env, HierarchySettings()))
+    check_multiagent_environments(ParallelPettingZooEnv(flat_env))

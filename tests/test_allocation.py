@@ -216,3 +216,27 @@ def test_agent_task_relation_reads_only_differences_of_visible_task_entities(net
     after = net.encode(nudged).relation
     rows = torch.arange(B)
     assert not torch.allclose(after[rows, :, owner], before[rows, :, owner])
+
+
+def test_keep_bias_favours_each_agents_current_task_and_is_learned():
+    torch.manual_seed(0)
+    kept = AllocatorNet(F, N, T, embed_dim=D, keep_bias=3.0)
+    obs = make_obs(b=256, seed=1)
+    current = torch.randint(0, T, (256, N))
+    obs["current_allocation"] = current.masked_fill(torch.rand(256, N) < 0.3, -1)
+    alloc, log_prob, _, logits = kept.sample(obs)
+    with torch.no_grad():
+        kept.keep_bias.zero_()
+        _, _, plain_logits = kept.log_prob(obs, alloc)
+        kept.keep_bias.fill_(3.0)
+    allowed, _ = kept.allowed_choices(obs)
+    has = (obs["current_allocation"] >= 0)[..., None] & allowed
+    onehot = torch.nn.functional.one_hot(obs["current_allocation"].clamp(min=0), T).bool()
+    diff = (logits - plain_logits)
+    assert torch.allclose(diff[has & onehot], torch.tensor(3.0))
+    assert torch.all(diff[allowed & ~(has & onehot)] == 0)
+    lp, _, _ = kept.log_prob(obs, alloc)
+    torch.testing.assert_close(lp, log_prob)
+    lp.sum().backward()
+    assert kept.keep_bias.grad is not None and kept.keep_bias.grad != 0
+    assert AllocatorNet(F, N, T, embed_dim=D).keep_bias is None

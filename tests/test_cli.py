@@ -7,6 +7,7 @@ train their own tiny runs. Plot grouping and the progress line are also tested i
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,12 @@ TINY = {
 }
 PROGRESS = re.compile(r"iter (\d+)/(\d+) \| env steps [\d,]+ \| return \S+ \| solved \S+ \| "
                       r"tasks done \S+ \| mi_value \S+ \| \S+ steps/s \| ETA \d+:\d\d:\d\d")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def command(*args: str) -> list[str]:
@@ -203,9 +210,11 @@ def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
     [
         (["--config", "broken.yaml"], "not valid YAML (line 3"),
         (["--config", "typo.yaml"], "did you mean 'mi_weight'?"),
-        (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma: 2 is out of"),
+        (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma=2 is out of"),
         (["--config", "tiny.yaml", "--set", "mutual_info.mi_measure=XYZ"], "'JSD', 'GAN', 'KL'"),
         (["--config", "tiny.yaml", "--set", "alma.alloc_interval"], "expected key=value"),
+        (["--config", "tiny.yaml", "--address", f"127.0.0.1:{_free_port()}"],
+         "no Ray head answers there"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(workdir, args, expected):
@@ -216,6 +225,33 @@ def test_bad_input_exits_2_with_one_line(workdir, args, expected):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and not (workdir / "never").exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--config", "tiny.yaml", "--logger", "wandbb"],
+         "--logger wandbb: 'wandbb' is not allowed; choose one of ['wandb', 'mlflow']; "
+         "did you mean 'wandb'?"),
+        (["--config", "tiny.yaml", "--logger", "mlflow", "--logger", "mlflow"],
+         "'mlflow' is listed twice"),
+        (["--config", "bad_logger.yaml"],
+         "bad_logger.yaml: loggers[1]='tensorboard' is not allowed; choose one of "
+         "['wandb', 'mlflow']"),
+        (["--config", "tiny.yaml", "--set", "loggers=mlflow"],
+         "loggers='mlflow' must be a list of trackers, e.g. [mlflow]"),
+    ],
+    ids=["cli_typo", "cli_twice", "yaml_unknown", "set_not_a_list"],
+)
+def test_bad_logger_exits_2_with_one_line_naming_the_allowed_trackers(workdir, args, expected):
+    (workdir / "bad_logger.yaml").write_text(
+        yaml.safe_dump({**TINY, "loggers": ["mlflow", "tensorboard"]})
+    )
+    proc = run(workdir, "train", *args, "--output", str(workdir / "never"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert not (workdir / "never").exists()
 
 
 # ----------------------------------------------------------------------------------- in-process

@@ -42,6 +42,7 @@ ALMA_VALID = {
     "agent_attention": st.booleans(),
     "relative_scale": st.sampled_from([0.0, 1.0, 15.0]),
     "shared_worker_encoder": st.booleans(),
+    "keep_bias": st.sampled_from([0.0, 2.0]),
 }
 MI_VALID = {
     "use_mutual_info": st.booleans(),

@@ -6,18 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rllib_alma_mi.app.experiment import (
-    DEFAULT_EXPERIMENT,
-    BudgetStopper,
-    ConfigError,
-    apply_set,
-    build_config,
-    load_experiment,
-    param_space,
-    parse_grid,
-    parse_value,
-    setting_names,
-)
+from rllib_alma_mi.app.building import build_config
+from rllib_alma_mi.app.experiment import DEFAULT_EXPERIMENT
+from rllib_alma_mi.app.overrides import apply_set, load_experiment, parse_grid
+from rllib_alma_mi.app.schema import ConfigError, setting_names
+from rllib_alma_mi.app.tune import BudgetStopper, param_space
+from rllib_alma_mi.app.yaml_io import parse_value
 from rllib_alma_mi.settings import EvolutionSettings
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -70,9 +64,9 @@ def test_unknown_section_suggests_the_right_one(tmp_path):
 @pytest.mark.parametrize(
     "section, values, expected",
     [
-        ("training", {"lr": "fast"}, "training.lr: 'fast' has the wrong type; allowed: a number"),
-        ("training", {"num_epochs": 1.5}, "training.num_epochs: 1.5 has the wrong type"),
-        ("training", {"use_gae": "yes"}, "allowed: true or false"),
+        ("training", {"lr": "fast"}, "training.lr='fast' must be a number > 0.0, not str"),
+        ("training", {"num_epochs": 1.5}, "training.num_epochs=1.5 must be an integer >= 1"),
+        ("training", {"use_gae": "yes"}, "training.use_gae='yes' must be a bool"),
         ("alma", {"embed_dim": "big"}, "embed_dim='big' must be an integer"),
         ("alma", {"subtask_mask": 1}, "subtask_mask=1 must be a bool"),
         ("env_runners", {"rollout_fragment_length": "long"}, "or 'auto'"),
@@ -88,18 +82,18 @@ def test_wrong_type(tmp_path, section, values, expected):
         (
             "training",
             {"gamma": 1.5},
-            "training.gamma: 1.5 is out of range; allowed: a number in [0, 1]",
+            "training.gamma=1.5 is out of range; it must be finite, >= 0.0 and <= 1.0",
         ),
         (
             "training",
             {"lr": 0.0},
-            "training.lr: 0.0 is out of range; allowed: a number in (0, inf)",
+            "training.lr=0.0 is out of range; it must be finite, > 0.0",
         ),
         ("mutual_info", {"mi_weight": -0.1}, "mi_weight=-0.1 is out of range"),
         ("mutual_info", {"mi_measure": "XYZ"}, "choose one of ['JSD', 'GAN', 'KL']"),
         ("alma", {"allocation": "greedy"}, "['learned', 'heuristic', 'random', 'none']"),
-        ("stop", {"iterations": 0}, "stop.iterations: 0 is out of range"),
-        ("env_runners", {"num_env_runners": -1}, "an integer in [0, inf)"),
+        ("stop", {"iterations": 0}, "stop.iterations=0 is out of range"),
+        ("env_runners", {"num_env_runners": -1}, "num_env_runners=-1 is out of range; it must"),
     ],
 )
 def test_out_of_range_or_not_allowed(tmp_path, section, values, expected):
@@ -307,3 +301,42 @@ def test_set_and_grid_over_evolution_keys(tmp_path):
         parse_grid(off.to_dict(), ["evolution.population_size=4,1"])
     with pytest.raises(ConfigError, match="write evolution.population_size"):
         parse_grid(off.to_dict(), ["population_size=4"])
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["env_runners.num_env_runners=2"],  # what `--num-env-runners 2` adds
+        ["env_runners.num_envs_per_env_runner=16"],
+        ["training.train_batch_size_per_learner=300"],
+        ["env_runners={num_env_runners: 2}"],  # a whole section: AlmaPPOConfig's "auto"
+    ],
+)
+def test_overrides_of_the_sample_count_derive_the_fragment_length(sets):
+    """The default config fixes rollout_fragment_length 25 for 1 x 8 envs and a batch of
+    1000; an override that breaks RLlib's batch check gets "auto" instead of an error."""
+    config = build_config(load_experiment(None, sets))
+    assert config.rollout_fragment_length == "auto"
+    config.validate()  # RLlib's own check accepts it
+
+
+def test_overrides_keep_a_fragment_length_that_still_fits_or_is_given(tmp_path):
+    assert load_experiment(None, ["env_runners.num_env_runners=1"]).env_runners[
+        "rollout_fragment_length"] == 25  # 1 x 8 x 25 still divides 1000
+    given = ["env_runners.num_env_runners=2", "env_runners.rollout_fragment_length=25"]
+    with pytest.raises(ConfigError, match="rollout_fragment_length"):
+        load_experiment(None, given)  # the user's own fragment length is never replaced
+    # A file whose own settings disagree is the file's error, not derived away.
+    data = with_section("env_runners", num_env_runners=2, num_envs_per_env_runner=8,
+                        rollout_fragment_length=25)
+    assert "rollout_fragment_length" in error_of(tmp_path, data)
+
+
+def test_grid_over_runner_counts_derives_the_fragment_length_for_every_trial():
+    spec = load_experiment(None)
+    grid = parse_grid(spec.to_dict(), ["env_runners.num_env_runners=1,2"], spec.name)
+    assert grid[("env_runners", "rollout_fragment_length")] == ["auto"]
+    space = param_space(spec, grid)
+    assert space["rollout_fragment_length"] == {"grid_search": ["auto"]}
+    assert parse_grid(spec.to_dict(), ["env_runners.num_env_runners=0,1"], spec.name) == {
+        ("env_runners", "num_env_runners"): [0, 1]}

@@ -217,3 +217,15 @@ def test_observations_stay_as_returned_when_the_env_reuses_its_buffers():
             for key, value in values.items():
                 np.testing.assert_array_equal(returned[agent][key], value)
     assert not np.array_equal(snapshots[0][1]["agent_0"]["entities"], obs["agent_0"]["entities"])
+
+
+def test_allocator_sees_its_current_allocation():
+    env = make(alloc_interval=2)
+    obs, _ = env.reset(seed=0)
+    assert obs[ALLOCATOR]["current_allocation"].tolist() == [-1, -1]
+    env.step({ALLOCATOR: np.array([0, 2])})
+    obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+    while ALLOCATOR not in obs:
+        obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+    assert obs[ALLOCATOR]["current_allocation"].tolist() == [0, 2]
+    assert env.observation_spaces[ALLOCATOR].contains(obs[ALLOCATOR])

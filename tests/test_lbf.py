@@ -1,12 +1,19 @@
 """Level-Based Foraging through the entity-task contract (envs.lbf)."""
 
-import sys
+from functools import partial
 
 import numpy as np
 import pytest
 
 pytest.importorskip("lbforaging")
 
+from conftest import (  # noqa: E402
+    check_install_hint,
+    check_rgb_array_render,
+    check_rllib_env_checks,
+    small_config,
+    train_once,
+)
 from gymnasium.utils.env_checker import data_equivalence  # noqa: E402
 from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
 
@@ -254,9 +261,8 @@ def test_bad_env_arguments_name_the_field(args, kwargs, match):
 
 
 def test_missing_lbforaging_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "lbforaging.foraging.environment", None)
-    with pytest.raises(ImportError, match=r"pip install \.\[lbf\]"):
-        parallel_env(PARTIAL)
+    check_install_hint(monkeypatch, ["lbforaging.foraging.environment"], "lbf",
+                       partial(parallel_env, PARTIAL))
 
 
 def test_flat_env_gives_lbf_own_vector_observation():
@@ -284,48 +290,24 @@ def test_registered_for_the_hierarchy_with_the_heuristic():
 
 @pytest.mark.usefixtures("ray_session")
 def test_alma_ppo_builds_and_trains_one_iteration_on_lbf():
-    from rllib_alma_mi import AlmaPPOConfig
-
-    config = (
-        AlmaPPOConfig()
-        .environment("lbf", env_config={"env_id": "Foraging-8x8-2p-2f-coop-v3"})
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
-        .alma(embed_dim=16, n_heads=2)
-        .mutual_info(mi_embed_dim=16)
-        .debugging(seed=0)
-    )
-    algo = config.build_algo()
-    try:
-        result = algo.train()
-        assert np.isfinite(result["learners"]["allocator"]["mi_value"])
-        assert result["env_runners"]["num_base_env_steps_lifetime"] > 0
-        assert 0.0 <= result["env_runners"]["tasks_completed_frac"] <= 1.0
-    finally:
-        algo.stop()
+    result = train_once(small_config(
+        env="lbf", env_config={"env_id": "Foraging-8x8-2p-2f-coop-v3"}, batch=200, width=16,
+        n_heads=2,
+    ))
+    assert np.isfinite(result["learners"]["allocator"]["mi_value"])
+    assert result["env_runners"]["num_base_env_steps_lifetime"] > 0
+    assert 0.0 <= result["env_runners"]["tasks_completed_frac"] <= 1.0
 
 
 def test_render_rgb_array_draws_the_grid():
-    env = parallel_env(PARTIAL, render_mode="rgb_array")
-    env.reset(seed=0)
-    frame = env.render()
-    assert frame.shape == (8 * 32, 8 * 32, 3) and frame.dtype == np.uint8
+    env, frame = check_rgb_array_render(partial(parallel_env, PARTIAL), (8 * 32, 8 * 32, 3))
     row, col = env.unwrapped_env.players[0].position
     centre = frame[row * 32 + 16, col * 32 + 10]
     assert tuple(centre) == (214, 58, 48)  # agent_0's colour in its cell
-    with pytest.raises(ValueError, match="render_mode"):
-        parallel_env(PARTIAL).render()
     with pytest.raises(ValueError, match="render_mode"):
         parallel_env(PARTIAL, render_mode="human")
 
 
 def test_rllib_env_check_passes_on_the_hierarchy_and_the_flat_env():
-    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
-    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
-
-    from rllib_alma_mi.hierarchy import HierarchicalEnv
-    from rllib_alma_mi.settings import HierarchySettings
-
     # every food is live at reset, so the check's sampled allocation is valid
-    check_multiagent_environments(HierarchicalEnv(parallel_env(PARTIAL), HierarchySettings()))
-    check_multiagent_environments(ParallelPettingZooEnv(flat_parallel_env(PARTIAL)))
+    check_rllib_env_checks(parallel_env(PARTIAL), flat_parallel_env(PARTIAL))

@@ -1,12 +1,16 @@
 """MPE simple_spread through the entity-task contract (envs.mpe_tasks)."""
 
-import sys
-
 import numpy as np
 import pytest
 
 pytest.importorskip("mpe2")
 
+from conftest import (  # noqa: E402
+    check_install_hint,
+    check_rgb_array_render,
+    small_config,
+    train_once,
+)
 from gymnasium.utils.env_checker import data_equivalence  # noqa: E402
 from mpe2 import simple_spread_v3  # noqa: E402
 from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
@@ -177,13 +181,8 @@ def test_same_seed_same_rollout():
 
 
 def test_render_rgb_array():
-    env = parallel_env(render_mode="rgb_array")
-    env.reset(seed=0)
-    frame = env.render()
-    assert frame.shape == (700, 700, 3) and frame.dtype == np.uint8
+    _, frame = check_rgb_array_render(parallel_env, (700, 700, 3))
     assert frame.std() > 0
-    with pytest.raises(ValueError, match="render_mode"):
-        parallel_env().render()
 
 
 @pytest.mark.parametrize(
@@ -203,10 +202,7 @@ def test_bad_arguments_name_the_field(kwargs, name):
 
 
 def test_missing_mpe2_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mpe2", None)
-    monkeypatch.setitem(sys.modules, "mpe2.simple_spread_v3", None)
-    with pytest.raises(ImportError, match=r"pip install \.\[mpe\]"):
-        MPESpreadTasks()
+    check_install_hint(monkeypatch, ["mpe2", "mpe2.simple_spread_v3"], "mpe", MPESpreadTasks)
 
 
 def test_registered_for_the_hierarchy():
@@ -221,20 +217,8 @@ def test_registered_for_the_hierarchy():
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
 def test_hierarchical_ppo_with_mi_trains_one_iteration():
-    from rllib_alma_mi import AlmaPPOConfig
-
-    config = (
-        AlmaPPOConfig()
-        .environment("mpe_spread", env_config={"N": 3})
-        .training(train_batch_size_per_learner=400, minibatch_size=200, num_epochs=1)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
-        .alma(embed_dim=32)
-        .mutual_info(mi_embed_dim=16)
-    )
-    algo = config.build_algo()
-    try:
-        result = algo.train()
-        assert "mi_value" in result["learners"]["allocator"]
-        assert np.isfinite(result["learners"]["allocator"]["mi_value"])
-    finally:
-        algo.stop()
+    result = train_once(small_config(
+        env="mpe_spread", env_config={"N": 3}, batch=400, width=32, mi_embed_dim=16,
+    ))
+    assert "mi_value" in result["learners"]["allocator"]
+    assert np.isfinite(result["learners"]["allocator"]["mi_value"])

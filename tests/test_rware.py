@@ -1,12 +1,17 @@
 """The multi-robot warehouse through the entity-task contract (envs.rware)."""
 
-import sys
+from functools import partial
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rware")
 
+from conftest import (  # noqa: E402
+    check_install_hint,
+    check_rgb_array_render,
+    check_rllib_env_checks,
+)
 from gymnasium.utils.env_checker import data_equivalence  # noqa: E402
 from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
 from rware.warehouse import Direction  # noqa: E402
@@ -228,9 +233,7 @@ def test_bad_env_arguments_name_the_field(args, kwargs, match):
 
 
 def test_missing_rware_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "rware.warehouse", None)
-    with pytest.raises(ImportError, match=r"pip install \.\[rware\]"):
-        RWARETasks(TINY)
+    check_install_hint(monkeypatch, ["rware.warehouse"], "rware", partial(RWARETasks, TINY))
 
 
 def test_flat_env_gives_rware_own_vector_observation():
@@ -254,24 +257,12 @@ def test_registered_for_the_hierarchy_with_the_heuristic():
 
 
 def test_render_rgb_array_draws_the_grid():
-    env = parallel_env(TINY, render_mode="rgb_array")
-    env.reset(seed=0)
-    frame = env.render()
-    assert frame.shape == (11 * 32, 10 * 32, 3) and frame.dtype == np.uint8
+    env, frame = check_rgb_array_render(partial(parallel_env, TINY), (11 * 32, 10 * 32, 3))
     shelf = env.unwrapped_env.request_queue[0]
     assert tuple(frame[shelf.y * 32 + 16, shelf.x * 32 + 16]) == (40, 160, 160)  # requested
-    with pytest.raises(ValueError, match="render_mode"):
-        parallel_env(TINY).render()
     with pytest.raises(ValueError, match="render_mode"):
         parallel_env(TINY, render_mode="human")
 
 
 def test_rllib_env_check_passes_on_the_hierarchy_and_the_flat_env():
-    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
-    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
-
-    from rllib_alma_mi.hierarchy import HierarchicalEnv
-    from rllib_alma_mi.settings import HierarchySettings
-
-    check_multiagent_environments(HierarchicalEnv(parallel_env(TINY), HierarchySettings()))
-    check_multiagent_environments(ParallelPettingZooEnv(flat_parallel_env(TINY)))
+    check_rllib_env_checks(parallel_env(TINY), flat_parallel_env(TINY))

@@ -3,76 +3,18 @@
 Modules: ``constants`` (grid, agent types, actions, entity features), ``scenarios`` (which
 teams an episode draws, and its starting layout), ``env`` (the rules: ``SaveTheCityEnv``),
 ``render`` (the drawing, from ``SaveTheCityEnv.city_view()``) and ``heuristic`` (ALMA's
-nearest-building allocation). The rules are described in ``envs.save_the_city.env``.
+nearest-building allocation). The rules are described in ``envs.save_the_city.env``. Every
+name of ``constants`` is available here too.
 """
 
-from envs.save_the_city.constants import (
-    ACTION_NAMES,
-    AGENT_TYPES,
-    BUILD,
-    BUILDER,
-    EXTINGUISH,
-    F_BURNED,
-    F_COMPLETE,
-    F_FAST_BURN,
-    F_FIRE,
-    F_FROZEN,
-    F_HEALTH,
-    F_IGNITE_PROGRESS,
-    F_IGNITE_RATE,
-    F_IS_AGENT,
-    F_IS_BUILDING,
-    F_ON_FIRE,
-    F_TYPE,
-    F_X,
-    F_Y,
-    FEATURES,
-    FIREFIGHTER,
-    FREEZE,
-    GENERALIST,
-    GRID_SIZE,
-    LATTICE,
-    MAX_TEAM,
-    MOVE_DELTAS,
-    N_ACTIONS,
-    N_FEATURES,
-    STAY,
-)
+from envs.save_the_city import constants
+from envs.save_the_city.constants import *  # noqa: F403 - the whole vocabulary, see __all__
 from envs.save_the_city.env import SaveTheCityEnv, parallel_env
 from envs.save_the_city.heuristic import heuristic_allocation
 from envs.save_the_city.render import CityView
 
 __all__ = [
-    "ACTION_NAMES",
-    "AGENT_TYPES",
-    "BUILD",
-    "BUILDER",
-    "EXTINGUISH",
-    "FEATURES",
-    "FIREFIGHTER",
-    "FREEZE",
-    "F_BURNED",
-    "F_COMPLETE",
-    "F_FAST_BURN",
-    "F_FIRE",
-    "F_FROZEN",
-    "F_HEALTH",
-    "F_IGNITE_PROGRESS",
-    "F_IGNITE_RATE",
-    "F_IS_AGENT",
-    "F_IS_BUILDING",
-    "F_ON_FIRE",
-    "F_TYPE",
-    "F_X",
-    "F_Y",
-    "GENERALIST",
-    "GRID_SIZE",
-    "LATTICE",
-    "MAX_TEAM",
-    "MOVE_DELTAS",
-    "N_ACTIONS",
-    "N_FEATURES",
-    "STAY",
+    *constants.__all__,
     "CityView",
     "SaveTheCityEnv",
     "heuristic_allocation",

@@ -44,3 +44,6 @@ F_IS_AGENT, F_IS_BUILDING, F_X, F_Y = 0, 1, 2, 3
 F_TYPE = 4  # F_TYPE + AGENT_TYPES.index(name)
 F_HEALTH, F_FIRE, F_ON_FIRE, F_FROZEN, F_COMPLETE, F_BURNED = 7, 8, 9, 10, 11, 12
 F_IGNITE_PROGRESS, F_FAST_BURN, F_IGNITE_RATE = 13, 14, 15
+
+# Every name above; the package re-exports them all (``envs.save_the_city.F_HEALTH``).
+__all__ = sorted(name for name in dict(globals()) if name.isupper())

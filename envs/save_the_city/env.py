@@ -55,10 +55,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from pettingzoo import ParallelEnv
 
-from envs.contract import contract_spaces
+from envs.contract import ContractParallelEnv, episode_stats
 from envs.save_the_city.constants import (
     ACTION_NAMES,
     BUILD,
@@ -145,7 +143,7 @@ def parallel_env(**kwargs: Any) -> SaveTheCityEnv:
     return SaveTheCityEnv(**kwargs)
 
 
-class SaveTheCityEnv(ParallelEnv):
+class SaveTheCityEnv(ContractParallelEnv):
     """ALMA's SaveTheCity with an optional sight range (see the module docstring for rules).
 
     Args:
@@ -202,7 +200,8 @@ class SaveTheCityEnv(ParallelEnv):
 
         self.possible_agents = [f"agent_{i}" for i in range(self.max_agents)]
         self.agents: list[str] = []
-        self._build_spaces()
+        self._build_contract_spaces(self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS,
+                                    0.0, 1.0)
         self._agent_index = []
         for i in range(self.max_agents):
             idx = np.array(i, dtype=np.int64)
@@ -247,20 +246,6 @@ class SaveTheCityEnv(ParallelEnv):
         if not math.isfinite(float(value)) or float(value) <= 0:
             raise ValueError(f"reward_scale={value!r} is invalid; allowed: None or a float > 0")
         return float(value)
-
-    # ------------------------------------------------------------------ spaces
-    def _build_spaces(self) -> None:
-        observation, self.state_space = contract_spaces(
-            self.n_entities, N_FEATURES, self.n_tasks, N_ACTIONS, 0.0, 1.0
-        )
-        self.observation_spaces = {agent: observation for agent in self.possible_agents}
-        self.action_spaces = {agent: spaces.Discrete(N_ACTIONS) for agent in self.possible_agents}
-
-    def observation_space(self, agent: str) -> spaces.Dict:
-        return self.observation_spaces[agent]
-
-    def action_space(self, agent: str) -> spaces.Discrete:
-        return self.action_spaces[agent]
 
     # ------------------------------------------------------------------ reset
     def reset(
@@ -405,12 +390,7 @@ class SaveTheCityEnv(ParallelEnv):
         return obs, rewards, terms, truncs, infos
 
     def _episode_stats(self) -> dict[str, Any]:
-        n_b = self._nb
-        return {
-            "solved": bool(self._complete[:n_b].all()),
-            "tasks_completed_frac": float(self._complete[:n_b].mean()),
-            "tasks_burned_frac": float(self._burned[:n_b].mean()),
-        }
+        return episode_stats(self._complete[:self._nb], self._burned[:self._nb])
 
     def _parse_actions(self, actions: Any) -> list[int]:
         if not isinstance(actions, Mapping):

@@ -12,15 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from envs.grid_pictures import BACKGROUND, CELL, TEXT, grid_canvas
 from envs.save_the_city.constants import AGENT_TYPES, GRID_SIZE
 
 __all__ = ["CityView", "draw_city", "show_frame"]
 
-_CELL = 32
 _STATUS_H = 44
-_AGENT_COLOURS = ((214, 58, 48), (46, 108, 214), (52, 160, 76))
-_TEXT = (25, 25, 25)
-_BACKGROUND = (238, 236, 228)
+_AGENT_COLOURS = ((214, 58, 48), (46, 108, 214), (52, 160, 76))  # by agent type
 
 
 @dataclass(frozen=True)
@@ -45,12 +43,12 @@ class CityView:
 
 
 def _cell_box(x: int, y: int, inset: int = 0) -> tuple[int, int, int, int]:
-    left, top = x * _CELL, (GRID_SIZE - 1 - y) * _CELL
-    return left + inset, top + inset, left + _CELL - 1 - inset, top + _CELL - 1 - inset
+    left, top = x * CELL, (GRID_SIZE - 1 - y) * CELL
+    return left + inset, top + inset, left + CELL - 1 - inset, top + CELL - 1 - inset
 
 
 def _cell_centre(x: int, y: int) -> tuple[int, int]:
-    return x * _CELL + _CELL // 2, (GRID_SIZE - 1 - y) * _CELL + _CELL // 2
+    return x * CELL + CELL // 2, (GRID_SIZE - 1 - y) * CELL + CELL // 2
 
 
 def _blend(a: tuple[int, ...], b: tuple[int, ...], w: float) -> tuple[int, ...]:
@@ -64,7 +62,7 @@ def _draw_building(draw: Any, view: CityView, b: int, font: Any) -> None:
     health, fire = float(view.health[b]), float(view.fire[b])
     left, top, right, bottom = _cell_box(x, y, 1)
     if view.complete[b]:
-        body, text = (236, 192, 48), _TEXT
+        body, text = (236, 192, 48), TEXT
     elif view.burned[b]:
         body, text = (48, 40, 40), (230, 230, 230)
     else:
@@ -91,18 +89,8 @@ def _draw_building(draw: Any, view: CityView, b: int, font: Any) -> None:
 
 def draw_city(view: CityView) -> np.ndarray:
     """Picture of the grid: (16*32 + 44, 16*32, 3) uint8."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    width = GRID_SIZE * _CELL
-    image = Image.new("RGB", (width, width + _STATUS_H), _BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    try:
-        font = ImageFont.load_default(size=13)
-    except TypeError:  # Pillow without FreeType sizes
-        font = ImageFont.load_default()
-    for k in range(GRID_SIZE + 1):
-        draw.line((k * _CELL, 0, k * _CELL, width), fill=(214, 211, 202))
-        draw.line((0, k * _CELL, width, k * _CELL), fill=(214, 211, 202))
+    width = GRID_SIZE * CELL
+    image, draw, font = grid_canvas(GRID_SIZE, GRID_SIZE, margin_below=_STATUS_H)
     n, nb = len(view.agent_types), len(view.building_pos)
     if view.sight_range is not None:
         r = view.sight_range
@@ -111,7 +99,7 @@ def draw_city(view: CityView) -> np.ndarray:
             box = _cell_box(max(x - r, 0), min(y + r, GRID_SIZE - 1))
             end = _cell_box(min(x + r, GRID_SIZE - 1), max(y - r, 0))
             draw.rectangle((box[0], box[1], end[2], end[3]),
-                           outline=_blend(_AGENT_COLOURS[view.agent_types[i]], _BACKGROUND, 0.6))
+                           outline=_blend(_AGENT_COLOURS[view.agent_types[i]], BACKGROUND, 0.6))
     for i, task in view.assignment:
         if i < n and task < nb:
             start = _cell_centre(*(int(v) for v in view.agent_pos[i]))
@@ -128,13 +116,13 @@ def draw_city(view: CityView) -> np.ndarray:
         draw.text((cx, cy), label, fill=(255, 255, 255), font=font, anchor="mm")
     status = (f"t={view.t}/{view.max_cycles}  complete {int(view.complete.sum())}/{nb}  "
               f"burned {int(view.burned.sum())}/{nb}  return {view.episode_return:+.2f}")
-    draw.text((8, width + 6), status, fill=_TEXT, font=font)
+    draw.text((8, width + 6), status, fill=TEXT, font=font)
     legend_x = 8
     for kind, name in enumerate(AGENT_TYPES):
         draw.ellipse((legend_x, width + 27, legend_x + 10, width + 37), fill=_AGENT_COLOURS[kind])
-        draw.text((legend_x + 14, width + 25), name, fill=_TEXT, font=font)
+        draw.text((legend_x + 14, width + 25), name, fill=TEXT, font=font)
         legend_x += 110
-    draw.text((legend_x, width + 25), "red: fire, bar: health", fill=_TEXT, font=font)
+    draw.text((legend_x, width + 25), "red: fire, bar: health", fill=TEXT, font=font)
     return np.asarray(image, dtype=np.uint8).copy()
 
 

@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ray.rllib.algorithms.algorithm import Algorithm
+
 
 def uses_new_api_stack(algo_or_config: Any) -> bool:
     """True when an Algorithm (or an AlgorithmConfig) runs on the new API stack."""
@@ -62,8 +64,6 @@ def load_algorithm(path: str | Path) -> Any:
     If a crash hit the instant between moving the old checkpoint aside and renaming the new
     one into place, `path` is missing and the old checkpoint is restored.
     """
-    from ray.rllib.algorithms.algorithm import Algorithm
-
     path = Path(path).resolve()
     if not path.exists() and _previous(path).is_dir():
         path = _previous(path)

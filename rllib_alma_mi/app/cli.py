@@ -1,9 +1,11 @@
-"""Command line of rllib_alma_mi: train, evaluate, sweep, plot, render.
+"""Command line of rllib_alma_mi: train, evaluate, sweep, plot, summarize, render.
 
     rllib-alma-mi train [--config FILE.yaml] [--set section.key=value ...] [--stop-iters N]
+                        [--logger wandb|mlflow ...]
     rllib-alma-mi evaluate --checkpoint PATH --episodes N [--env-config key=value ...]
     rllib-alma-mi sweep --config FILE.yaml --grid mi_weight=0.0001,0.001 --seeds 3
-    rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps]
+    rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps] [--stat t]
+    rllib-alma-mi summarize RUN_DIR ... [--compare A B] [--marl-eval FILE.json] [--stat t]
     rllib-alma-mi render --checkpoint PATH --out episode.gif [--seed S]
     rllib-alma-mi export --checkpoint PATH --out DIR [--format torchscript|onnx]
 
@@ -18,13 +20,38 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ray
+import ray.rllib  # it sets its logger's level on import; `_init_ray` overrides that after
 from ray.tune import Callback
+from rich.console import Console
+from rich.table import Table
+
+from rllib_alma_mi.app import evaluation as ev
+from rllib_alma_mi.app import reports
+from rllib_alma_mi.app import tune as tuning
+from rllib_alma_mi.app.evaluation import EvaluationError
+from rllib_alma_mi.app.export import ExportError, check_format, export_checkpoint
+from rllib_alma_mi.app.marl_eval import to_marl_eval
+from rllib_alma_mi.app.overrides import add_loggers, load_experiment, parse_grid
+from rllib_alma_mi.app.plotting import (
+    SOURCES,
+    SUMMARY_METRICS,
+    PlotError,
+    export_curves,
+    plot_runs,
+    summarize_runs,
+)
+from rllib_alma_mi.app.rendering import record_episode
+from rllib_alma_mi.app.schema import TRACKERS, ConfigError
+from rllib_alma_mi.app.trackers import tracker_callbacks
+from rllib_alma_mi.app.yaml_io import parse_value
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
@@ -34,13 +61,10 @@ class UsageError(ValueError):
     """Bad command-line input not covered by a module's own error type."""
 
 
-def _errors() -> tuple[type[Exception], ...]:
-    from rllib_alma_mi.app.evaluation import EvaluationError
-    from rllib_alma_mi.app.experiment import ConfigError
-    from rllib_alma_mi.app.export import ExportError
-    from rllib_alma_mi.app.plotting import PlotError
-
-    return ConfigError, EvaluationError, ExportError, PlotError, UsageError
+# Bad input: reported in one line with exit status 2.
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError, EvaluationError, ExportError, PlotError, UsageError
+)
 
 
 # ----------------------------------------------------------------------------------- progress
@@ -101,8 +125,6 @@ class ProgressLine(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        from rich.console import Console
-
         if self._console is None:
             self._console = Console(highlight=False, soft_wrap=True)
         tag = str(trial.experiment_tag) if len(trials) > 1 else ""
@@ -111,14 +133,14 @@ class ProgressLine(Callback):
 
 # ----------------------------------------------------------------------------------- ray
 def _init_ray(address: str | None, verbose: bool) -> None:
-    """Start (or join) Ray; without --verbose only errors of Ray's own loggers are shown."""
-    import ray
-
+    """Start a local Ray, or join the cluster at `address` (or `RAY_ADDRESS`); without
+    --verbose only errors of Ray's own loggers are shown."""
     if not verbose:  # Tune's own report (its header box, tables) gives way to ProgressLine
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=verbose)
+        if address and address != "local":
+            _join_cluster(address, verbose)
         else:
             ray.init(
                 address="local",  # a fresh Ray of its own, even beside a running cluster
@@ -128,10 +150,60 @@ def _init_ray(address: str | None, verbose: bool) -> None:
                 logging_level=logging.INFO if verbose else logging.WARNING,
             )
     if not verbose:
-        import ray.rllib  # noqa: F401 - it sets its logger's level on import; override after
-
         for name in ("ray", "ray.rllib", "ray.tune"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _join_cluster(address: str, verbose: bool) -> None:
+    """`ray.init(address)` with Ray's token authentication handled as for `address="auto"`.
+
+    Ray 2.60 turns token authentication on for a cluster whose head finds a token when it
+    starts (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`, which any local
+    `ray.init()` creates). A driver joining `auto` switches to token mode when it has a token
+    itself, but one given an explicit `HOST:PORT` does not, and the head then rejects it
+    (`InvalidAuthToken`). Here a driver with a token always sends it (a head without
+    authentication ignores it); `RAY_AUTH_MODE` set by the user is respected.
+    """
+    import ray
+
+    host, sep, port = address.rpartition(":")
+    if sep and host and port.isdigit() and "://" not in address:
+        try:  # Ray itself retries an unreachable GCS for minutes before giving up
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as exc:
+            raise UsageError(
+                f"--address {address}: no Ray head answers there ({exc.strerror or exc}); "
+                "start one with `ray start --head --port PORT` and pass HOST:PORT, or drop "
+                "--address to train on a local Ray"
+            ) from None
+    if not address.startswith("ray://"):
+        try:
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+        except ImportError:  # another Ray version: its own defaults apply
+            pass
+        else:
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        ray.init(address=address, log_to_driver=verbose)
+    except ConnectionError as exc:
+        chain, cause = [], exc
+        while cause is not None:
+            chain.append(str(cause))
+            cause = cause.__cause__ or cause.__context__
+        if any("InvalidAuthToken" in text for text in chain):
+            raise UsageError(
+                f"--address {address}: the cluster uses Ray's token authentication and this "
+                "machine has no token or another one; give it the head's token (the output "
+                "of `ray get-auth-token` on the head) as RAY_AUTH_TOKEN, or in the file "
+                "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
+            ) from None
+        raise UsageError(
+            f"--address {address}: cannot join a Ray cluster there ({exc}); start one with "
+            "`ray start --head --port PORT` and pass HOST:PORT, or drop --address to train "
+            "on a local Ray"
+        ) from None
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -148,6 +220,21 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "stop_timesteps", None) is not None:
         sets.append(f"stop={{timesteps: {args.stop_timesteps}}}")
     return sets
+
+
+def _experiment(args: argparse.Namespace) -> Any:
+    """The validated experiment of `--config`, `--set` and the shortcut flags, `--logger`s
+    added to its `loggers`."""
+    return add_loggers(load_experiment(args.config, _overrides(args)), args.logger or [])
+
+
+def _callbacks(spec: Any, output: Path) -> list[Any]:
+    """The progress line and the experiment's trackers (made before Ray starts, so that its
+    workers inherit the trackers' local defaults)."""
+    trackers, notes = tracker_callbacks(spec.loggers, output, spec.name)
+    for note in notes:
+        print(f"logging to {note}")
+    return [ProgressLine(spec.stop), *trackers]
 
 
 def _output_dir(given: str | None, name: str) -> Path:
@@ -181,11 +268,9 @@ def _report(results: Any, output: Path) -> int:
 
 # ----------------------------------------------------------------------------------- verbs
 def cmd_train(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import experiment as ex
-
     if args.resume:
         given = [f for f in ("config", "set", "stop_iters", "stop_timesteps", "seed",
-                             "num_env_runners", "checkpoint_every", "output")
+                             "num_env_runners", "checkpoint_every", "output", "logger")
                  if getattr(args, f) not in (None, [])]
         if given:
             raise UsageError(
@@ -193,51 +278,49 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{', '.join('--' + g.replace('_', '-') for g in given)}"
             )
         output = Path(args.resume).resolve()
-        if not ex.is_run_dir(output):
+        if not tuning.is_run_dir(output):
             raise UsageError(f"--resume {args.resume}: no Tune run there (no tuner.pkl)")
         _init_ray(args.address, args.verbose)
         print(f"resuming {output} from its last checkpoints")
-        return _report(ex.restore_tuner(output).fit(), output)
+        return _report(tuning.restore_tuner(output).fit(), output)
 
-    spec = ex.load_experiment(args.config, _overrides(args))
+    spec = _experiment(args)
     output = _output_dir(args.output, spec.name)
-    if ex.is_run_dir(output):
+    if tuning.is_run_dir(output):
         raise UsageError(
             f"--output {output}: already holds a run; continue it with --resume {output} "
             "or pick another --output"
         )
+    callbacks = _callbacks(spec, output)
     _init_ray(args.address, args.verbose)
     seed = [spec.seed] if spec.seed is not None else None
-    tuner = ex.make_tuner(ex.param_space(spec, seeds=seed), output, spec.stop,
-                          spec.checkpoint_every, [ProgressLine(spec.stop)])
+    tuner = tuning.make_tuner(tuning.param_space(spec, seeds=seed), output, spec.stop,
+                              spec.checkpoint_every, callbacks)
     print(f"training {spec.name} ({spec.env}, stop {spec.stop}) into {output}")
     return _report(tuner.fit(), output)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import experiment as ex
-
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be at least 1")
-    spec = ex.load_experiment(args.config, _overrides(args))
-    grid = ex.parse_grid(spec.to_dict(), args.grid or [], spec.name)
+    spec = _experiment(args)
+    grid = parse_grid(spec.to_dict(), args.grid or [], spec.name)
     base = spec.seed or 0
     seeds = [base + i for i in range(args.seeds)]
     output = _output_dir(args.output, f"{spec.name}_sweep")
-    if ex.is_run_dir(output):
+    if tuning.is_run_dir(output):
         raise UsageError(f"--output {output}: already holds a run; pick another --output")
+    callbacks = _callbacks(spec, output)
     _init_ray(args.address, args.verbose)
     n_trials = math.prod(len(v) for v in grid.values()) * len(seeds)
-    tuner = ex.make_tuner(ex.param_space(spec, grid, seeds), output, spec.stop,
-                          spec.checkpoint_every, [ProgressLine(spec.stop)])
+    tuner = tuning.make_tuner(tuning.param_space(spec, grid, seeds), output, spec.stop,
+                              spec.checkpoint_every, callbacks)
     varied = ", ".join(f"{s}.{k}={v}" for (s, k), v in grid.items()) or "no grid"
     print(f"sweeping {spec.name}: {varied}, seeds {seeds} -> {n_trials} trials into {output}")
     return _report(tuner.fit(), output)
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
-    from rllib_alma_mi.app.experiment import parse_value
-
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -248,9 +331,6 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _print_evaluation(evaluation: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     summary = evaluation.summary()
     table = Table(title=f"greedy evaluation, iteration {evaluation.training_iteration}")
     for column in ("team", "episodes", "return", "± std", "solved", "completed", "burned",
@@ -271,8 +351,6 @@ def _print_evaluation(evaluation: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import evaluation as ev
-
     if args.episodes < 1:
         raise UsageError(f"--episodes {args.episodes}: must be at least 1")
     overrides = _key_values(args.env_config, "--env-config")
@@ -291,9 +369,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import evaluation as ev
-    from rllib_alma_mi.app.rendering import record_episode
-
     overrides = _key_values(args.env_config, "--env-config")
     ev.find_checkpoint(args.checkpoint)
     _init_ray(None, args.verbose)
@@ -306,9 +381,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app import evaluation as ev
-    from rllib_alma_mi.app.export import check_format, export_checkpoint
-
     check_format(args.format)
     ev.find_checkpoint(args.checkpoint)
     _init_ray(None, args.verbose)
@@ -321,24 +393,31 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from rllib_alma_mi.app.plotting import plot_runs
-
     out = args.out or str(Path(args.runs[0]) / f"{args.metric}.png")
-    summary = plot_runs(args.runs, args.metric, out, x=args.x)
+    if args.stat == "t":
+        summary, note = plot_runs(args.runs, args.metric, out, x=args.x, source=args.source)
+        written, what = [Path(out)], "mean"
+    else:
+        summary, written, note = reports.plot_iqm(args.runs, args.metric, out, x=args.x,
+                                                  source=args.source, window=args.window)
+        what = "IQM"
+    print(f"from {note}")
     for label, n, last in summary:
-        print(f"{label}: {n} seed{'s' if n != 1 else ''}, last mean {args.metric} {last:.4g}")
-    print(f"wrote {out}")
+        print(f"{label}: {n} seed{'s' if n != 1 else ''}, last {what} {args.metric} {last:.4g}")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
-def cmd_summarize(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+def _console() -> Console:
+    # Piped output (files, logs) gets a wide console so the configuration labels stay whole.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
-    from rllib_alma_mi.app.plotting import SUMMARY_METRICS, export_curves, summarize_runs
 
-    summary = summarize_runs(args.runs, window=args.window)
-    table = Table(title=f"last {args.window} iterations per seed; mean ± 95% t-interval")
+def _print_t_table(args: argparse.Namespace) -> Any:
+    window = 10 if args.window is None else args.window
+    summary = summarize_runs(args.runs, window=window, source=args.source)
+    table = Table(title=f"last {window} rows per seed; mean ± 95% t-interval")
     for column in ("config", "seeds", "env steps", "wall-clock", "completed %", "solved %",
                    "team return"):
         table.add_column(column, justify="left" if column == "config" else "right")
@@ -346,13 +425,74 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         cells = [f"{row[m]:.1f} ± {row[m + '_ci95']:.1f}" for m in SUMMARY_METRICS]
         table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}",
                       _duration(row["wall_clock_s"]), *cells)
-    # Piped output (files, logs) gets a wide console so the configuration labels stay whole.
-    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    _console().print(table)
+    return summary
+
+
+def _interval_text(point: float, low: float, high: float) -> str:
+    if math.isnan(point):
+        return "-"
+    if math.isnan(low):
+        return f"{point:.1f} (1 seed)"
+    return f"{point:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def _print_bootstrap_table(args: argparse.Namespace) -> Any:
+    summary = reports.summarize(args.runs, window=args.window, source=args.source)
+    window = summary.attrs["window"]
+    rows_of = "evaluation" if summary.attrs["source"] == "evaluation" else "iteration"
+    table = Table(title=f"last {window} {rows_of}{'s' if window != 1 else ''} per seed; IQM "
+                        "and mean over seeds [95% stratified bootstrap interval]")
+    names = {"tasks_completed": "completed %", "solved": "solved %", "return": "team return"}
+    table.add_column("config", justify="left")
+    for column in ("seeds", "env steps", "wall-clock"):
+        table.add_column(column, justify="right")
+    for metric in SUMMARY_METRICS:
+        table.add_column(f"{names[metric]} IQM", justify="right")
+        table.add_column(f"{names[metric]} mean", justify="right")
+    for _, row in summary.iterrows():
+        cells = []
+        for metric in SUMMARY_METRICS:
+            for stat in ("iqm", "mean"):
+                key = f"{metric}_{stat}"
+                cells.append(_interval_text(row[key], row[f"{key}_low"], row[f"{key}_high"]))
+        table.add_row(row["config"], str(row["seeds"]), f"{row['env_steps']:,.0f}",
+                      _duration(row["wall_clock_s"]), *cells)
+    _console().print(table)
+    if summary["seeds"].min() < 10:
+        print("note: with fewer than 10 seeds a bootstrap interval is narrower than a 95% "
+              "interval (docs/evaluation_protocol.md); read it as a description of these seeds")
+    return summary
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    if args.window is not None and args.window < 1:
+        raise UsageError(f"--window {args.window}: must be at least 1")
+    summary = _print_t_table(args) if args.stat == "t" else _print_bootstrap_table(args)
+    print(f"from {summary.attrs['note']}")
+    if args.compare:
+        a, b = args.compare
+        found, _ = reports.compare(args.runs, a, b, window=args.window, source=args.source)
+        for metric, interval in found.items():
+            if interval is None:
+                print(f"P({a} > {b}) on {metric}: not logged")
+                continue
+            verdict = ("not established: the interval includes 0.5" if interval.contains(0.5)
+                       else "established: the interval excludes 0.5")
+            print(f"P({a} > {b}) on {metric}: {interval.point:.2f} "
+                  f"[{interval.low:.2f}, {interval.high:.2f}] ({verdict})")
     if args.csv:
         path = Path(args.csv)
         path.parent.mkdir(parents=True, exist_ok=True)
         summary.to_csv(path, index=False, float_format="%.4g")
         print(f"wrote {path}")
+    if args.marl_eval:
+        records, note = reports.marl_eval_records(args.runs, source=args.source)
+        try:
+            path = to_marl_eval(records, args.marl_eval)
+        except ValueError as exc:
+            raise UsageError(f"--marl-eval {args.marl_eval}: {exc}") from None
+        print(f"wrote {path} (marl-eval layout, {len(records)} records from {note})")
     if args.export:
         trials = export_curves(args.runs, args.export)
         print(f"wrote the configs and learning curves of {len(trials)} trials under {args.export}")
@@ -370,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show Ray's and the trials' own log output")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
+    def source_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--source", choices=SOURCES, default="auto",
+                       help="episode metrics from the evaluation during training or from the "
+                            "training episodes (auto: evaluation when every run has it)")
+
     def experiment_flags(p: argparse.ArgumentParser, default_help: str) -> None:
         p.add_argument("--config", metavar="FILE.yaml", help=default_help)
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
@@ -381,9 +526,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stop after N environment steps")
         p.add_argument("--output", metavar="DIR", help="run directory (default out/NAME_TIME)")
         p.add_argument("--num-env-runners", type=int, metavar="N")
-        p.add_argument("--address", metavar="ray://HOST:PORT", help="an existing Ray cluster")
+        p.add_argument("--address", metavar="HOST:PORT",
+                       help="join an existing Ray cluster (its head's GCS address, 'auto', or "
+                            "ray://HOST:PORT with ray[client]); default RAY_ADDRESS, else a "
+                            "local Ray")
         p.add_argument("--checkpoint-every", type=int, metavar="K",
                        help="checkpoint every K iterations (and at the end)")
+        p.add_argument("--logger", action="append", metavar="|".join(TRACKERS),
+                       help="also log to an experiment tracker, added to the file's loggers "
+                            "(repeatable); wandb runs offline unless WANDB_MODE or "
+                            "WANDB_API_KEY is set, mlflow writes OUTPUT/mlruns unless "
+                            "MLFLOW_TRACKING_URI is set")
 
     train = verbs.add_parser(
         "train", parents=[common], help="train one configuration with Ray Tune"
@@ -453,15 +606,35 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--x", default="env_steps",
                       help="env_steps, iterations, time, sampled_steps, or a column")
     plot.add_argument("--out", metavar="FILE.png", help="default RUN_DIR/METRIC.png")
+    plot.add_argument("--stat", choices=("iqm", "t"), default="iqm",
+                      help="iqm: IQM curves with 95%% bootstrap bands, plus the performance "
+                           "profile of the final scores in FILE_profile.png (default); t: mean "
+                           "and 95%% t-interval curves")
+    plot.add_argument("--window", type=int, metavar="K",
+                      help="rows averaged per seed for the profile (default: the last "
+                           "evaluation, or the last 10 iterations)")
+    source_flag(plot)
     plot.set_defaults(func=cmd_plot)
 
     summarize = verbs.add_parser(
         "summarize", parents=[common],
-        help="final performance per configuration (mean ± 95%% interval over seeds)",
+        help="final performance per configuration (IQM and mean with 95%% bootstrap "
+             "intervals over seeds)",
     )
     summarize.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    summarize.add_argument("--window", type=int, default=10, metavar="K",
-                           help="iterations averaged at the end of each seed's run")
+    summarize.add_argument("--window", type=int, metavar="K",
+                           help="rows averaged at the end of each seed's run (default: the "
+                                "last evaluation, or the last 10 iterations without "
+                                "evaluation data)")
+    summarize.add_argument("--stat", choices=("iqm", "t"), default="iqm",
+                           help="iqm: IQM and mean with stratified bootstrap intervals "
+                                "(default); t: mean ± Student-t interval")
+    summarize.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                           help="probability that a seed of configuration A beats one of B, "
+                                "with its bootstrap interval (labels as in the table)")
+    summarize.add_argument("--marl-eval", metavar="FILE.json",
+                           help="also write the evaluations in marl-eval's JSON layout")
+    source_flag(summarize)
     summarize.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
     summarize.add_argument("--export", metavar="DIR",
                            help="also copy each trial's params.json and learning curves (no "
@@ -478,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         return args.func(args)
-    except _errors() as exc:
+    except INPUT_ERRORS as exc:
         message = " ".join(str(exc).split())
         print(f"rllib-alma-mi {args.verb}: error: {message}", file=sys.stderr)
         return USAGE_ERROR

@@ -75,6 +75,11 @@ class AllocatorEncoderGraph(nn.Module):
 
     def __init__(self, net: AllocatorNet):
         super().__init__()
+        if net.keep_bias is not None:
+            raise ExportError(
+                "this allocator has a keep bias (keep_bias > 0), which the exported pointer "
+                "does not carry yet; export a model trained with keep_bias=0"
+            )
         self.net = net
 
     def forward(

@@ -1,10 +1,15 @@
-"""Learning curves from Tune runs: mean and a 95% t-interval over seeds, one line per config.
+"""Reading Tune runs: trials, their grouping by configuration, learning curves over seeds.
 
 Each trial directory holds Tune's `progress.csv` and `result.json` (one row per training
 iteration; column names are the nested result keys joined with "/") and `params.json` (the
-trial's config). Trials are grouped by their
-configuration without the seed; curves of a group are put on a common x grid by linear
-interpolation over the x range every seed covers, then averaged.
+trial's config). Trials are grouped by their configuration without the seed; curves of a group
+are put on a common x grid by linear interpolation over the x range every seed covers.
+
+Metrics come from the evaluation during training when every trial has it (`evaluation:` in the
+experiment file: greedy episodes on fixed seeds, under `evaluation/env_runners/*`, one row per
+evaluation) and otherwise from the training episodes (`env_runners/*`, one row per iteration);
+`select_source` makes that choice and says which. `reports` builds the IQM and bootstrap
+summaries on top of this module; `plot_runs(stat="t")` draws mean and 95% t-interval curves.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
 
-from rllib_alma_mi.app.experiment import setting_names, suggest
+from rllib_alma_mi.app.schema import setting_names, suggest
 
 # name → (candidate columns, axis label)
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -120,6 +127,63 @@ def find_trials(paths: list[str | Path]) -> list[Trial]:
     return trials
 
 
+SOURCES = ("auto", "evaluation", "training")
+EVALUATION_PREFIX = "evaluation/"
+# Episode metrics the evaluation reports under evaluation/env_runners/ (its step counters
+# count evaluation episodes, so the x axes stay the training's).
+_EVALUATED = ("solved", "tasks_completed_frac", "tasks_burned_frac", "team_return",
+              "episode_return_mean", "base_env_steps", "episode_len_mean")
+
+
+def evaluation_view(trial: Trial) -> Trial | None:
+    """The trial's evaluation rows with `env_runners/<metric>` read from the evaluation, or
+    None when it has no evaluation data.
+
+    RLlib repeats the last evaluation's results in the iterations between evaluations, so
+    the rows kept are those whose iteration is a multiple of `evaluation_interval`.
+    """
+    interval = trial.params.get("evaluation_interval")
+    columns = {f"{EVALUATION_PREFIX}env_runners/{m}": f"env_runners/{m}" for m in _EVALUATED}
+    present = [c for c in columns if c in trial.table]
+    if not interval or not present or "training_iteration" not in trial.table:
+        return None
+    iteration = pd.to_numeric(trial.table["training_iteration"], errors="coerce")
+    rows = trial.table[(iteration % int(interval) == 0)].dropna(subset=present, how="all")
+    if rows.empty:
+        return None
+    table = rows.drop(columns=[c for c in rows if c.startswith(EVALUATION_PREFIX)])
+    for column in present:
+        table[columns[column]] = rows[column]
+    return Trial(trial.path, table.reset_index(drop=True), trial.params)
+
+
+def select_source(trials: list[Trial], source: str = "auto") -> tuple[list[Trial], str, str]:
+    """(trials, "evaluation" or "training", a note for the reader).
+
+    "auto" takes the evaluation rows when every trial has them, else the training rows;
+    "evaluation" insists on evaluation data.
+    """
+    if source not in SOURCES:
+        raise PlotError(f"source {source!r}: choose one of {', '.join(SOURCES)}")
+    if source == "training":
+        return trials, "training", "training episodes (as asked)"
+    views = [evaluation_view(t) for t in trials]
+    missing = [t.path.name for t, v in zip(trials, views, strict=True) if v is None]
+    if not missing:
+        return views, "evaluation", "evaluation episodes (greedy, fixed seeds)"
+    if source == "evaluation":
+        raise PlotError(
+            f"{len(missing)} of {len(trials)} trials have no evaluation data (e.g. "
+            f"{missing[0]}); train with an `evaluation:` section, or use --source training"
+        )
+    some = f"{len(missing)} of {len(trials)} trials have" if len(missing) < len(trials) else (
+        "the runs have")
+    return trials, "training", (
+        f"training episodes: {some} no evaluation data (trained without an `evaluation:` "
+        "section)"
+    )
+
+
 def _column(trials: list[Trial], name: str, known: dict, kind: str) -> tuple[str, str]:
     """(column, axis label) of a metric or x-axis name, or of a raw column name."""
     columns = set().union(*(t.table.columns for t in trials))
@@ -188,8 +252,6 @@ def _short(text: str | None) -> str:
 
 def t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and half-width of the 95% Student-t interval over axis 0 (seeds) of (S, X)."""
-    from scipy import stats
-
     n = values.shape[0]
     mean = values.mean(axis=0)
     if n < 2:
@@ -198,10 +260,11 @@ def t_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, stats.t.ppf(0.975, n - 1) * sem
 
 
-def aggregate(
+def curves_on_grid(
     trials: list[Trial], x_col: str, y_col: str, points: int = 100
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(x (X,), mean (X,), half-width (X,), seeds used) of one configuration's curves."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x (X,), y (S, X)): each trial's curve interpolated onto one x grid (the x range every
+    seed covers; the seeds' own x when they all share it). Empty arrays without data."""
     curves = []
     for trial in trials:
         if x_col not in trial.table or y_col not in trial.table:
@@ -211,7 +274,7 @@ def aggregate(
         if len(data):
             curves.append((data[x_col].to_numpy(float), data[y_col].to_numpy(float)))
     if not curves:
-        return np.array([]), np.array([]), np.array([]), 0
+        return np.array([]), np.empty((0, 0))
     xs = [c[0] for c in curves]
     if all(len(x) == len(xs[0]) and np.array_equal(x, xs[0]) for x in xs):
         grid = xs[0]
@@ -222,27 +285,68 @@ def aggregate(
             curves = [max(curves, key=lambda c: len(c[0]))]
         else:
             grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
-    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, np.stack([np.interp(grid, x, y) for x, y in curves])
+
+
+def aggregate(
+    trials: list[Trial], x_col: str, y_col: str, points: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(x (X,), mean (X,), half-width (X,), seeds used) of one configuration's curves."""
+    grid, ys = curves_on_grid(trials, x_col, y_col, points)
+    if not len(ys):
+        return np.array([]), np.array([]), np.array([]), 0
     mean, half = t_interval(ys)
-    return grid, mean, half, len(curves)
+    return grid, mean, half, len(ys)
+
+
+# Metrics of episodes, which the evaluation reports too; the others are training-only.
+EPISODE_METRICS = ("solved", "return", "tasks_completed", "tasks_burned", "episode_len")
+
+
+def metric_trials(
+    paths: list[str | Path], metric: str, source: str = "auto"
+) -> tuple[list[Trial], str, str]:
+    """The trials to read `metric` from, with the source and its note (`select_source`;
+    training-only metrics such as mi_value always read the training rows)."""
+    trials = find_trials(paths)
+    if metric not in EPISODE_METRICS:
+        return trials, "training", "training iterations"
+    return select_source(trials, source)
+
+
+def new_figure() -> tuple[Figure, Any]:
+    """A figure and its axes, drawn without pyplot (no GUI backend, nothing global)."""
+    fig = Figure(figsize=(7.5, 4.5), dpi=120)
+    return fig, fig.subplots()
+
+
+def save_figure(fig: Figure, ax: Any, out: str | Path, legend: bool = True) -> Path:
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
 
 
 def plot_runs(
-    paths: list[str | Path], metric: str, out: str | Path, x: str = "env_steps"
-) -> list[tuple[str, int, float]]:
-    """Draw the learning curves of the runs into `out` (PNG/PDF/SVG by suffix).
+    paths: list[str | Path],
+    metric: str,
+    out: str | Path,
+    x: str = "env_steps",
+    source: str = "auto",
+) -> tuple[list[tuple[str, int, float]], str]:
+    """Draw mean and 95% t-interval learning curves of the runs into `out` (PNG/PDF/SVG).
 
-    Returns one (label, seeds, last mean value) per configuration.
+    Returns one (label, seeds, last mean value) per configuration, and the note on where the
+    values come from (`select_source`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = find_trials(paths)
+    trials, _, note = metric_trials(paths, metric, source)
     y_col, y_label = _column(trials, metric, METRICS, "metric")
     x_col, x_label = _column(trials, x, X_AXES, "--x")
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, ax = new_figure()
     summary = []
     for label, group in sorted(group_trials(trials).items()):
         grid, mean, half, n = aggregate(group, x_col, y_col)
@@ -254,39 +358,36 @@ def plot_runs(
             ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2)
         summary.append((label, n, float(mean[-1])))
     if not summary:
-        plt.close(fig)
         raise PlotError(f"no trial has both {x_col!r} and {y_col!r} values")
     if metric in FRACTIONS:
         ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    ax.set_title(f"{metric}: mean and 95% t-interval over seeds", fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return summary
+    ax.set_title(f"{metric}: mean and 95% t-interval over seeds ({note})", fontsize=9)
+    save_figure(fig, ax, out)
+    return summary, note
 
 
 SUMMARY_METRICS = ("tasks_completed", "solved", "return")
 
 
 def summarize_runs(
-    paths: list[str | Path], window: int = 10, metrics: tuple[str, ...] = SUMMARY_METRICS
+    paths: list[str | Path],
+    window: int = 10,
+    metrics: tuple[str, ...] = SUMMARY_METRICS,
+    source: str = "auto",
 ) -> pd.DataFrame:
-    """Final performance per configuration, one row each.
+    """Final performance per configuration, one row each: mean and 95% t-interval.
 
-    Each seed's value is the mean of its last `window` iterations; a row holds the number of
-    seeds, their mean env steps and wall-clock seconds at the end, and per metric the mean
-    over seeds and the half-width of the 95% t-interval (`<metric>` and `<metric>_ci95`).
-    Fractions are in percent.
+    Each seed's value is the mean of its last `window` rows (iterations, or evaluations with
+    the evaluation source, see `select_source`); a row holds the number of seeds, their mean
+    env steps and wall-clock seconds at the end, and per metric the mean over seeds and the
+    half-width of the 95% t-interval (`<metric>` and `<metric>_ci95`). Fractions are in
+    percent. `attrs["source"]` and `attrs["note"]` say where the values come from.
     """
     if window < 1:
-        raise PlotError(f"window={window}: must be at least 1 iteration")
-    trials = find_trials(paths)
+        raise PlotError(f"window={window}: must be at least 1 row")
+    trials, used, note = select_source(find_trials(paths), source)
     x_col, _ = _column(trials, "env_steps", X_AXES, "--x")
     columns = {}
     for metric in metrics:
@@ -311,19 +412,23 @@ def summarize_runs(
             mean, half = t_interval(values * scale)
             row[metric], row[f"{metric}_ci95"] = float(mean[0]), float(half[0])
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs.update(source=used, note=note)
+    return table
 
 
 def export_curves(paths: list[str | Path], out: str | Path) -> list[Path]:
     """Copy each trial's config and learning curves (no checkpoints) under `out`.
 
     Writes `out/<trial dir name>/params.json` and a `progress.csv` holding the iteration, the
-    x axes and the metrics `plot` and `summarize` know, so both commands work on the copy.
+    x axes and the metrics `plot` and `summarize` know (with the evaluation's), so both
+    commands work on the copy.
     Returns the trial directories written.
     """
     keep = {"training_iteration"}
     for candidates, _ in (*METRICS.values(), *X_AXES.values()):
         keep.update(candidates)
+    keep.update(f"{EVALUATION_PREFIX}env_runners/{m}" for m in _EVALUATED)
     out = Path(out)
     written = []
     for trial in find_trials(paths):

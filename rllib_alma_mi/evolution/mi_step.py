@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_OPTIMIZER, COMPONENT_RL_MODULE
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
 from rllib_alma_mi.keys import ALLOCATOR, MI_VALUE, TRAINING_ONLY_KEYS
 from rllib_alma_mi.losses import LossTerms, MutualInfoLoss
@@ -66,6 +68,17 @@ def train_mi_on(algo: Any, observations: list, steps: int) -> dict[str, float]:
         )
         terms = [t for t in (r.get() for r in results if r.ok) if t is not None]
         skipped += sum(t.skipped is not None for t in terms)
+    if len(algo.learner_group) > 1:
+        # Several learners each took these steps on their own copy (their gradients are not
+        # averaged here, and MINE draws its negatives per learner): the first learner's
+        # weights and optimizer state go to all, so they stay equal.
+        state = algo.learner_group.get_state(components=[
+            f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}",
+            f"{COMPONENT_LEARNER}/{COMPONENT_OPTIMIZER}",
+        ])
+        # A learner ignores weights whose sequence number is not newer than its own.
+        state[COMPONENT_LEARNER].pop(WEIGHTS_SEQ_NO, None)
+        algo.learner_group.set_state(state)
     algo.env_runner_group.sync_weights(
         from_worker_or_learner_group=algo.learner_group, inference_only=True
     )

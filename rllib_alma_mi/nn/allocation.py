@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rllib_alma_mi.keys import CURRENT_ALLOCATION
 from rllib_alma_mi.nn.attention import (
     MASKED_LOGIT,
     EntityAttention,
@@ -44,6 +45,10 @@ class AllocatorNet(nn.Module):
     The pointer also reads a relation per (agent, task): an MLP of relative_scale * (entity -
     agent) features averaged over the task's visible entities, so that distances of a cell or
     two (1/15 in SaveTheCity's coordinates) are unit-sized inputs (see WorkerNet).
+
+    With `keep_bias` > 0 the net has a learned scalar, initialised there, added to each
+    agent's logit of its current task (obs `current_allocation` (B, N), -1 = none), so that a
+    young allocator keeps assignments rather than re-drawing them at every decision.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class AllocatorNet(nn.Module):
         n_heads: int = ModelSettings.n_heads,
         agent_attention: bool = ModelSettings.agent_attention,
         relative_scale: float = ModelSettings.relative_scale,
+        keep_bias: float = ModelSettings.keep_bias,
     ):
         super().__init__()
         self.entity_dim, self.n_agents, self.n_tasks = entity_dim, n_agents, n_tasks
@@ -76,6 +82,8 @@ class AllocatorNet(nn.Module):
         # A linear code of the count, so no weight depends on the team size.
         self.ptr_count = nn.Linear(1, d, bias=False)
         self.ptr_out = nn.Linear(d, 1)
+        # A learned bias toward each agent's current task (see `keep_logits`); None when off.
+        self.keep_bias = nn.Parameter(torch.tensor(float(keep_bias))) if keep_bias else None
         self.relation_mlp = nn.Sequential(
             nn.Linear(entity_dim, d), nn.ReLU(), nn.Linear(d, d, bias=False)
         )
@@ -137,12 +145,15 @@ class AllocatorNet(nn.Module):
             self._validate(obs)
         allowed, forced = self._allowed(obs)
         query, key, message = self._pointer_inputs(enc)
+        keep = self.keep_logits(obs)
         b, t, d = key.shape
         placed = key.new_zeros(b, t, d)
         counts = torch.zeros(b, t, dtype=torch.long, device=key.device)
         choices, step_logits = [], []
         for i in range(self.n_agents):
             logits = self._raw_logits(query[:, i], key + enc.relation[:, i], placed, counts)
+            if keep is not None:
+                logits = logits + keep[:, i]
             logits = logits.masked_fill(~allowed[:, i], MASKED_LOGIT)
             if deterministic:
                 choice = logits.argmax(dim=-1)
@@ -193,9 +204,21 @@ class AllocatorNet(nn.Module):
         placed = _exclusive_cumsum(contrib)
         counts = _exclusive_cumsum(placed_here.long())
         logits = self._raw_logits(query, key[:, None] + enc.relation, placed, counts)
+        keep = self.keep_logits(obs)
+        if keep is not None:
+            logits = logits + keep
         logits = logits.masked_fill(~allowed, MASKED_LOGIT)
         dist = JointAllocationLogits(logits)
         return dist.log_prob(allocation), dist.entropy(), logits
+
+    def keep_logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B, N, T): `keep_bias` on each agent's current task (`current_allocation`, -1 =
+        none), 0 elsewhere; None when the net has no keep bias."""
+        if self.keep_bias is None:
+            return None
+        current = obs[CURRENT_ALLOCATION].long()
+        onehot = F.one_hot(current.clamp(min=0), self.n_tasks) * (current >= 0)[..., None]
+        return self.keep_bias * onehot.to(self.keep_bias.dtype)
 
     def _pointer_inputs(self, enc: AllocEncoding):
         return (
@@ -250,6 +273,8 @@ class AllocatorNet(nn.Module):
         }
         if self.agent_attention:
             expected["agent_obs_mask"] = ((b, n, e), "(B, N, E)")
+        if self.keep_bias is not None:
+            expected[CURRENT_ALLOCATION] = ((b, n), "(B, N)")
         for key, (shape, names) in expected.items():
             if key not in obs:
                 raise ValueError(f"obs is missing {key!r} (expected shape {names} = {shape})")

@@ -53,6 +53,7 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
             n_heads=model.n_heads,
             agent_attention=model.agent_attention,
             relative_scale=model.relative_scale,
+            keep_bias=model.keep_bias,
         )
         self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
         self.value_out = torch.nn.Linear(embed_dim, 1)

@@ -13,6 +13,12 @@ step counts up in plain counters, logging each total once per `sample()` call, a
 deep copy off for `HierarchicalEnv`s (whose observations are their own copies, never changed
 after they are returned). The episodes and the logged totals are the same as the stock
 runner's.
+
+As an evaluation runner of `AlmaPPOConfig.seeded_evaluation()` it plays fixed episodes: the
+stock runner resets its envs with one seed per `sample()` call and then counts the first
+episodes to finish, which depend on the policy (a faster one finishes a second episode on one
+env before another env's first); here each episode is its own one-episode call on one env,
+reset with that episode's seed from `config.eval_episode_seeds`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import torch
 from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
 from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
 from ray.rllib.utils.metrics import (
@@ -52,7 +59,50 @@ class AlmaEnvRunner(MultiAgentEnvRunner):
         if envs and all(isinstance(e.unwrapped, HierarchicalEnv) for e in envs):
             self.env.copy = False
 
-    def _sample(self, **kwargs: Any) -> list[MultiAgentEpisode]:
+    def _sample(self, *, num_episodes: int | None = None, **kwargs: Any
+                ) -> list[MultiAgentEpisode]:
+        seeds = self.episode_seeds(num_episodes)
+        if seeds is None:
+            return self._sample_converted(num_episodes=num_episodes, **kwargs)
+        if self.num_envs != 1:
+            raise ValueError(
+                f"seeded evaluation plays each episode on one env, but this evaluation runner "
+                f"has num_envs_per_env_runner={self.num_envs}; leave evaluation_config's "
+                "num_envs_per_env_runner at 1 (as seeded_evaluation() sets it)"
+            )
+        own_seed, episodes = self._seed, []
+        try:
+            for seed in seeds:
+                self._seed = seed  # a one-episode call resets its env with `self._seed`
+                # Sampled (non-greedy) evaluation draws from torch: seed those draws per
+                # episode too, without moving the process's own random stream.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    episodes += self._sample_converted(num_episodes=1, **kwargs)
+        finally:
+            self._seed = own_seed
+        return episodes
+
+    def episode_seeds(self, num_episodes: int | None) -> list[int] | None:
+        """The seeds of the `num_episodes` episodes this evaluation runner plays, or None
+        (not a seeded evaluation: training, or an evaluation without seeds).
+
+        RLlib splits an evaluation's episodes over the remote runners as `episodes // W`,
+        one more for the first `episodes % W`; runner i takes the matching contiguous slice
+        of the seed list (a local evaluation runner takes them all).
+        """
+        seeds = getattr(self.config, "eval_episode_seeds", None)
+        if not (self.config.in_evaluation and seeds and num_episodes):
+            return None
+        runners = self.config.evaluation_num_env_runners
+        index = max(int(self.worker_index or 0), 1) - 1
+        start = 0
+        if runners and self.worker_index:
+            each, extra = divmod(len(seeds), runners)
+            start = index * each + min(index, extra)
+        return [seeds[(start + k) % len(seeds)] for k in range(num_episodes)]
+
+    def _sample_converted(self, **kwargs: Any) -> list[MultiAgentEpisode]:
         episodes = super()._sample(**kwargs)
         if self._convert_episodes:
             for episode in episodes:

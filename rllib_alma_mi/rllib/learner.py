@@ -4,6 +4,7 @@ allocator's optional imitation of the heuristic allocation."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -67,6 +68,62 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     if not tensors:
         return True
     return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+
+def _agreed(finite: list[bool], device: Any = None) -> list[bool]:
+    """Per module, whether its update is finite on every data-parallel learner.
+
+    With several learners the gradients are averaged over them first (`_average_gradients`),
+    so a non-finite gradient anywhere is non-finite everywhere, but a loss is each learner's
+    own: one min-all-reduce makes every learner skip (or keep) the same module updates, so
+    their weights and optimizer states stay equal. A single learner: `finite`.
+    """
+    import torch.distributed as dist
+
+    if _world_size() < 2:
+        return finite
+    flags = torch.tensor([float(f) for f in finite], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    return [bool(f) for f in flags.tolist()]
+
+
+def _world_size() -> int:
+    """The number of data-parallel learners (1 without torch.distributed)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _average_gradients(params: list[torch.Tensor]) -> None:
+    """Replace each parameter's `.grad` by its mean over the data-parallel learners (a
+    missing gradient counts as zero; it stays None where no learner has one), in one
+    all-reduce whose layout is the same on every learner."""
+    import torch.distributed as dist
+
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+        + [torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)]
+    )
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    world = _world_size()
+    offset = 0
+    for param in params:
+        n = param.numel()
+        param.grad = flat[offset : offset + n].view_as(param) / world
+        offset += n
+    for param, present in zip(params, flat[offset:].tolist(), strict=True):
+        if not present:
+            param.grad = None
+
+
+def _rank() -> int:
+    """This learner's rank among data-parallel learners (0 without torch.distributed)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def imitation_weight_at(config: Any, env_steps: float) -> float:
@@ -168,20 +225,46 @@ class AlmaPPOLearner(PPOTorchLearner):
         """Gradients of every module whose loss and gradients are finite; the others are dropped
         (their `.grad` is cleared, so the optimizer step leaves them and their state alone)."""
         grads = super().compute_gradients(loss_per_module, **kwargs)
-        for module_id, loss in loss_per_module.items():
+        # Every learner runs the same collectives in the same order: all modules, sorted.
+        module_ids = sorted(self.module.keys(), key=str)
+        if _world_size() > 1:
+            for module_id in module_ids:
+                _average_gradients(list(self.module[module_id].parameters()))
+            grads = {ref: param.grad for ref, param in self._params.items()}
+        module_grads_of, local_finite = {}, []
+        for module_id in module_ids:
             module_grads = {}
             for _, optimizer in self.get_optimizers_for_module(module_id):
                 module_grads.update(self.filter_param_dict_for_optimizer(grads, optimizer))
-            finite = bool(torch.isfinite(loss).all()) and _all_finite(list(module_grads.values()))
+            module_grads_of[module_id] = module_grads
+            loss = loss_per_module.get(module_id)
+            local_finite.append(
+                (loss is None or bool(torch.isfinite(loss).all()))
+                and _all_finite(list(module_grads.values()))
+            )
+        first = _rank() == 0  # counts and warns once for all data-parallel learners
+        for module_id, finite, here in zip(
+            module_ids, _agreed(local_finite, self._device), local_finite, strict=True
+        ):
+            if module_id not in loss_per_module:
+                continue
+            loss, module_grads = loss_per_module[module_id], module_grads_of[module_id]
             self.metrics.log_value(
-                (module_id, NUM_NONFINITE_UPDATES), int(not finite), reduce="lifetime_sum"
+                (module_id, NUM_NONFINITE_UPDATES),
+                int(not finite and first),
+                reduce="lifetime_sum",
             )
             if finite:
                 continue
             for ref in module_grads:
                 del grads[ref]
                 self._params[ref].grad = None
-            what = "loss" if not torch.isfinite(loss).all() else "gradients"
+            if not first:
+                continue
+            if here:  # the (averaged) gradients are finite: another learner's loss is not
+                what = "loss on another learner"
+            else:
+                what = "loss" if not torch.isfinite(loss).all() else "gradients"
             logger.warning(
                 "module %r: non-finite %s (loss %s); this update of the module is skipped and "
                 "counted in num_nonfinite_updates. If it repeats, lower lr or mi_weight, or set "
@@ -189,6 +272,38 @@ class AlmaPPOLearner(PPOTorchLearner):
                 module_id, what, float(loss.detach()),
             )
         return grads
+
+    def _make_modules_ddp_if_necessary(self) -> None:
+        """Several learners: no DDP wrappers; rank 0's weights are broadcast once here, and
+        `compute_gradients` averages every module's gradients over the learners.
+
+        RLlib wraps each module in its own DDP, which all-reduces gradients from inside
+        `backward()` in the order autograd happens to finish each module. That order
+        followed the order of the modules in each learner's batch (allocator first or workers
+        first, depending on the episodes a learner got), and two learners reducing different
+        modules at once crashed gloo ("Received data size doesn't match expected size").
+        DDP also fails a step in which any parameter got no gradient (the allocator net's
+        unused value head; a MINE critic whose term is skipped).
+        """
+        if self.config.num_learners <= 1 or _world_size() < 2:
+            return super()._make_modules_ddp_if_necessary()
+        import torch.distributed as dist
+
+        for module_id in sorted(self.module.keys(), key=str):
+            for tensor in self.module[module_id].state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def _uncompiled_update(self, batch: dict[str, Any], **kwargs: Any):
+        if self.config.num_learners <= 1 or _world_size() < 2:
+            return super()._uncompiled_update(batch, **kwargs)
+        # RLlib's own step, without its `no_sync()` around the optimizer step, which only
+        # DDP-wrapped modules have (see `_make_modules_ddp_if_necessary`).
+        self._compute_off_policyness(batch)
+        fwd_out = self.module.forward_train(batch)
+        loss_per_module = self.compute_losses(fwd_out=fwd_out, batch=batch)
+        gradients = self.compute_gradients(loss_per_module)
+        self.apply_gradients(self.postprocess_gradients(gradients))
+        return fwd_out, loss_per_module, {}
 
     def _make_batch_if_necessary(self, training_data):
         # The learner connector computes every row's value for GAE (RLlib's connector does it
@@ -206,7 +321,7 @@ class AlmaPPOLearner(PPOTorchLearner):
         shuffle_batch_per_epoch: bool = False,
         **kwargs,
     ):
-        if training_data.data_iterators or not minibatch_size or num_total_minibatches:
+        if training_data.data_iterators or not minibatch_size:
             return super()._create_iterator_if_necessary(
                 training_data=training_data,
                 num_total_minibatches=num_total_minibatches,
@@ -227,4 +342,8 @@ class AlmaPPOLearner(PPOTorchLearner):
             num_epochs=num_epochs,
             minibatch_size=minibatch_size,
             shuffle=shuffle_batch_per_epoch,
+            # Several learners: the count every learner takes (`rllib.sharding`).
+            num_minibatches=(
+                math.ceil(num_total_minibatches / num_epochs) if num_total_minibatches else None
+            ),
         )

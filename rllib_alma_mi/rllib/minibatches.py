@@ -18,7 +18,8 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch
 class ProportionalMiniBatchIterator:
     """Yields `MultiAgentBatch` minibatches; every module covers its batch `num_epochs` times.
 
-    The number of minibatches per epoch is ceil(largest module batch / minibatch_size).
+    The number of minibatches per epoch is `num_minibatches` when given (data-parallel
+    learners must all take the same number), else ceil(largest module batch / minibatch_size).
     """
 
     def __init__(
@@ -28,11 +29,14 @@ class ProportionalMiniBatchIterator:
         num_epochs: int,
         minibatch_size: int,
         shuffle: bool = True,
+        num_minibatches: int | None = None,
     ):
         self._batch = batch
         self._num_epochs = num_epochs
-        largest = max(len(b) for b in batch.policy_batches.values())
-        self._num_minibatches = max(1, math.ceil(largest / minibatch_size))
+        if num_minibatches is None:
+            largest = max(len(b) for b in batch.policy_batches.values())
+            num_minibatches = math.ceil(largest / minibatch_size)
+        self._num_minibatches = max(1, num_minibatches)
         self._shuffle = shuffle
 
     def __iter__(self):
