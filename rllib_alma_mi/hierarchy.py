@@ -30,6 +30,7 @@ from rllib_alma_mi.settings import HierarchySettings
 from rllib_alma_mi.views import (
     allocation_due,
     allocator_observation,
+    live_task_violation,
     random_allocation,
     subtask_obs_mask,
 )
@@ -230,17 +231,10 @@ class HierarchicalEnv(MultiAgentEnv):
                 f"agent slot; got {alloc.dtype} array of shape {alloc.shape}"
             )
         live_slots = self._live_slots()
+        problem = live_task_violation(alloc, live_slots, self._task_mask)
+        if problem:
+            raise ValueError(f"allocation {alloc.tolist()} {problem}")
         chosen = alloc[live_slots]
-        if (
-            np.any(chosen < 0)
-            or np.any(chosen >= self.n_tasks)
-            or not np.all(self._task_mask[np.clip(chosen, 0, self.n_tasks - 1)])
-        ):
-            raise ValueError(
-                f"allocation {alloc.tolist()} assigns live agent slots {live_slots.tolist()} to "
-                f"tasks {chosen.tolist()}, but only tasks "
-                f"{np.flatnonzero(self._task_mask).tolist()} are live"
-            )
         self._allocation[:] = 0
         self._allocation[live_slots] = chosen
         if hasattr(self.base, "set_assignment"):

@@ -100,3 +100,22 @@ def random_allocation(
     if live_tasks.size:
         allocation[:] = rng.choice(live_tasks, size=n_slots)
     return allocation
+
+
+def live_task_violation(
+    allocation: np.ndarray, live_slots: np.ndarray, task_mask: np.ndarray
+) -> str | None:
+    """None when every live slot of `allocation` (N,) holds a live task of `task_mask` (T,);
+    otherwise what is wrong, as the end of a sentence naming the allocation."""
+    live = np.asarray(task_mask).astype(bool)
+    chosen = allocation[live_slots]
+    n_tasks = live.shape[0]
+    if np.any(chosen < 0) or np.any(chosen >= n_tasks) or not np.all(
+        live[np.clip(chosen, 0, n_tasks - 1)]
+    ):
+        return (
+            f"assigns live agent slots {live_slots.tolist()} to tasks {chosen.tolist()}, but "
+            f"only tasks {np.flatnonzero(live).tolist()} are live"
+        )
+    return None
+

@@ -184,7 +184,7 @@ def select_source(trials: list[Trial], source: str = "auto") -> tuple[list[Trial
     )
 
 
-def _column(trials: list[Trial], name: str, known: dict, kind: str) -> tuple[str, str]:
+def resolve_column(trials: list[Trial], name: str, known: dict, kind: str) -> tuple[str, str]:
     """(column, axis label) of a metric or x-axis name, or of a raw column name."""
     columns = set().union(*(t.table.columns for t in trials))
     candidates, label = known.get(name, ((name,), name))
@@ -344,8 +344,8 @@ def plot_runs(
     values come from (`select_source`).
     """
     trials, _, note = metric_trials(paths, metric, source)
-    y_col, y_label = _column(trials, metric, METRICS, "metric")
-    x_col, x_label = _column(trials, x, X_AXES, "--x")
+    y_col, y_label = resolve_column(trials, metric, METRICS, "metric")
+    x_col, x_label = resolve_column(trials, x, X_AXES, "--x")
     fig, ax = new_figure()
     summary = []
     for label, group in sorted(group_trials(trials).items()):
@@ -357,15 +357,29 @@ def plot_runs(
         if n > 1:
             ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2)
         summary.append((label, n, float(mean[-1])))
-    if not summary:
-        raise PlotError(f"no trial has both {x_col!r} and {y_col!r} values")
-    if metric in FRACTIONS:
-        ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.set_title(f"{metric}: mean and 95% t-interval over seeds ({note})", fontsize=9)
+    label_axes(ax, summary, metric, (x_col, x_label), (y_col, y_label),
+               f"{metric}: mean and 95% t-interval over seeds ({note})")
     save_figure(fig, ax, out)
     return summary, note
+
+
+def label_axes(
+    ax: Any,
+    summary: list,
+    metric: str,
+    x: tuple[str, str],
+    y: tuple[str, str],
+    title: str,
+) -> None:
+    """Axis labels, limits and title of a learning-curve plot; a PlotError when no trial had
+    data to draw (`summary` empty). x, y: (column, label)."""
+    if not summary:
+        raise PlotError(f"no trial has both {x[0]!r} and {y[0]!r} values")
+    if metric in FRACTIONS:
+        ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(x[1])
+    ax.set_ylabel(y[1])
+    ax.set_title(title, fontsize=9)
 
 
 SUMMARY_METRICS = ("tasks_completed", "solved", "return")
@@ -388,11 +402,11 @@ def summarize_runs(
     if window < 1:
         raise PlotError(f"window={window}: must be at least 1 row")
     trials, used, note = select_source(find_trials(paths), source)
-    x_col, _ = _column(trials, "env_steps", X_AXES, "--x")
+    x_col, _ = resolve_column(trials, "env_steps", X_AXES, "--x")
     columns = {}
     for metric in metrics:
         try:
-            columns[metric] = _column(trials, metric, METRICS, "metric")[0]
+            columns[metric] = resolve_column(trials, metric, METRICS, "metric")[0]
         except PlotError:  # e.g. an environment without task metrics: reported as NaN
             columns[metric] = None
     rows = []

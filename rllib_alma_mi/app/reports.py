@@ -25,12 +25,13 @@ from rllib_alma_mi.app.plotting import (
     X_AXES,
     PlotError,
     Trial,
-    _column,
     curves_on_grid,
     find_trials,
     group_trials,
+    label_axes,
     metric_trials,
     new_figure,
+    resolve_column,
     save_figure,
     select_source,
 )
@@ -70,7 +71,7 @@ def _columns(trials: list[Trial], metrics: tuple[str, ...]) -> dict[str, str | N
     out: dict[str, str | None] = {}
     for metric in metrics:
         try:
-            out[metric] = _column(trials, metric, METRICS, "metric")[0]
+            out[metric] = resolve_column(trials, metric, METRICS, "metric")[0]
         except PlotError:  # e.g. an environment without task metrics: reported as NaN
             out[metric] = None
     return out
@@ -91,7 +92,7 @@ def summarize(
     window = default_window(used) if window is None else window
     if window < 1:
         raise PlotError(f"window={window}: must be at least 1 row")
-    x_col, _ = _column(trials, "env_steps", X_AXES, "--x")
+    x_col, _ = resolve_column(trials, "env_steps", X_AXES, "--x")
     columns = _columns(trials, metrics)
     rows = []
     for label, group in sorted(group_trials(trials).items()):
@@ -184,8 +185,8 @@ def plot_iqm(
     """
     trials, used, note = metric_trials(paths, metric, source)
     window = default_window(used) if window is None else window
-    y_col, y_label = _column(trials, metric, METRICS, "metric")
-    x_col, x_label = _column(trials, x, X_AXES, "--x")
+    y_col, y_label = resolve_column(trials, metric, METRICS, "metric")
+    x_col, x_label = resolve_column(trials, x, X_AXES, "--x")
     groups = sorted(group_trials(trials).items())
     fig, ax = new_figure()
     summary, finals = [], {}
@@ -207,13 +208,8 @@ def plot_iqm(
             ax.fill_between(grid, band.low, band.high, color=line.get_color(), alpha=0.2)
         summary.append((label, n, float(point[-1])))
         finals[shown] = final_scores(group, y_col, window)
-    if not summary:
-        raise PlotError(f"no trial has both {x_col!r} and {y_col!r} values")
-    if metric in FRACTIONS:
-        ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.set_title(f"{metric}: IQM and 95% bootstrap band over seeds ({note})", fontsize=9)
+    label_axes(ax, summary, metric, (x_col, x_label), (y_col, y_label),
+               f"{metric}: IQM and 95% bootstrap band over seeds ({note})")
     written = [save_figure(fig, ax, out)]
     out = Path(out)
     profile = out.with_name(f"{out.stem}_profile{out.suffix}")
@@ -263,7 +259,7 @@ def marl_eval_records(
     run has, as marl-eval needs the same steps everywhere. Returns the records and a note.
     """
     trials, used, note = select_source(find_trials(paths), source)
-    x_col, _ = _column(trials, "env_steps", X_AXES, "--x")
+    x_col, _ = resolve_column(trials, "env_steps", X_AXES, "--x")
     columns = {name: c for name, c in _columns(trials, tuple(MARL_EVAL_METRICS)).items() if c}
     if not columns:
         raise PlotError(f"the runs log none of {', '.join(MARL_EVAL_METRICS)}")

@@ -30,6 +30,7 @@ from rllib_alma_mi.deploy.manifest import (
 from rllib_alma_mi.views import (
     allocation_due,
     allocator_observation,
+    live_task_violation,
     random_allocation,
     subtask_obs_mask,
 )
@@ -249,16 +250,10 @@ class TeamPolicy:
         else:
             allocation = random_allocation(self._alloc_rng, state["task_mask"], n)
         live_slots = np.array(sorted(slots.values()), dtype=np.int64)
+        problem = live_task_violation(allocation, live_slots, state["task_mask"])
+        if problem:
+            raise DeployError(f"the {rule} allocation {allocation.tolist()} {problem}")
         chosen = allocation[live_slots]
-        task_mask = np.asarray(state["task_mask"]).astype(bool)
-        if np.any(chosen < 0) or np.any(chosen >= self.spaces.n_tasks) or not np.all(
-            task_mask[np.clip(chosen, 0, self.spaces.n_tasks - 1)]
-        ):
-            raise DeployError(
-                f"the {rule} allocation {allocation.tolist()} assigns live agent slots "
-                f"{live_slots.tolist()} to tasks {chosen.tolist()}, but only tasks "
-                f"{np.flatnonzero(task_mask).tolist()} are live"
-            )
         self._allocation[:] = 0
         self._allocation[live_slots] = chosen
         self.decisions += 1
