@@ -109,3 +109,24 @@ def check_rllib_env_checks(contract_env, flat_env) -> None:
 
     check_multiagent_environments(HierarchicalEnv(contract_env, HierarchySettings()))
     check_multiagent_environments(ParallelPettingZooEnv(flat_env))
+
+
+# A one-process experiment file that trains in seconds (the CLI tests' base).
+TINY_EXPERIMENT = {
+    "name": "tiny",
+    "env": "save_the_city",
+    "env_config": {"scenario": "2a_3b", "max_cycles": 30},
+    "alma": {"embed_dim": 16, "imitation_steps": 1000},
+    "mutual_info": {"mi_embed_dim": 16},
+    "training": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1},
+    "env_runners": {"num_env_runners": 0, "num_envs_per_env_runner": 2},
+    "stop": {"iterations": 2},
+    "checkpoint_every": 1,
+}
+
+
+def tiny_experiment(**sections) -> dict:
+    """A deep copy of `TINY_EXPERIMENT` with `sections` replaced."""
+    import copy
+
+    return {**copy.deepcopy(TINY_EXPERIMENT), **copy.deepcopy(sections)}

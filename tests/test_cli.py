@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_experiment
 from PIL import Image
 
 from rllib_alma_mi.app.cli import progress_line
@@ -29,17 +30,7 @@ from rllib_alma_mi.app.plotting import (
 )
 
 SCRIPT = Path(sys.executable).with_name("rllib-alma-mi")
-TINY = {
-    "name": "tiny",
-    "env": "save_the_city",
-    "env_config": {"scenario": "2a_3b", "max_cycles": 30},
-    "alma": {"embed_dim": 16, "imitation_steps": 1000},
-    "mutual_info": {"mi_embed_dim": 16},
-    "training": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1},
-    "env_runners": {"num_env_runners": 0, "num_envs_per_env_runner": 2},
-    "stop": {"iterations": 2},
-    "checkpoint_every": 1,
-}
+TINY = tiny_experiment()
 PROGRESS = re.compile(r"iter (\d+)/(\d+) \| env steps [\d,]+ \| return \S+ \| solved \S+ \| "
                       r"tasks done \S+ \| mi_value \S+ \| \S+ steps/s \| ETA \d+:\d\d:\d\d")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import tiny_experiment
 
 from rllib_alma_mi.app.overrides import add_loggers, load_experiment
 from rllib_alma_mi.app.schema import ConfigError
@@ -22,17 +23,7 @@ NEEDS = {
                                                     f"'rllib-alma-mi[{name}]')")
     for name in HAVE
 }
-TINY = {
-    "name": "tiny",
-    "env": "save_the_city",
-    "env_config": {"scenario": "2a_3b", "max_cycles": 30},
-    "alma": {"embed_dim": 16, "imitation_steps": 1000},
-    "mutual_info": {"mi_embed_dim": 16},
-    "training": {"train_batch_size_per_learner": 200, "minibatch_size": 100, "num_epochs": 1},
-    "env_runners": {"num_env_runners": 0, "num_envs_per_env_runner": 2},
-    "stop": {"iterations": 1},
-    "checkpoint_every": 1,
-}
+TINY = tiny_experiment(stop={"iterations": 1})
 # Our metrics, as the trackers name them (Tune's nested result flattened with "/").
 METRICS = ("env_runners/tasks_completed_frac", "env_runners/solved",
            "learners/allocator/mi_value")
