@@ -223,7 +223,6 @@ class HierarchicalEnv(MultiAgentEnv):
 
     # ----------------------------------------------------------------------------- allocation
     def _apply_allocation(self, allocation) -> None:
-        self._allocated = True
         alloc = np.asarray(allocation)
         if alloc.shape != (self.n_slots,) or not np.issubdtype(alloc.dtype, np.integer):
             raise ValueError(
@@ -237,6 +236,7 @@ class HierarchicalEnv(MultiAgentEnv):
         chosen = alloc[live_slots]
         self._allocation[:] = 0
         self._allocation[live_slots] = chosen
+        self._allocated = True
         if hasattr(self.base, "set_assignment"):
             self.base.set_assignment({a: int(self._allocation[self._slot[a]]) for a in self._live})
 
