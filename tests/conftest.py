@@ -76,6 +76,20 @@ def train_once(config) -> dict:
         algo.stop()
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`rllib-alma-mi ARGS` through the console script's `main` in this process (no new
+    interpreter to import Ray and torch again): (exit status, stdout, stderr)."""
+    from rllib_alma_mi.app.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def check_install_hint(monkeypatch, modules: list[str], extra: str, make_env) -> None:
     """With the `modules` made unimportable, `make_env()` raises an ImportError that says
     `pip install .[extra]`."""

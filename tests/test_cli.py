@@ -1,7 +1,9 @@
 """The `rllib-alma-mi` console script, verb by verb, on tiny budgets.
 
 One trained run (module fixture) serves train, evaluate, render and plot; resume and sweep
-train their own tiny runs. Plot grouping and the progress line are also tested in-process.
+train their own tiny runs. `train`, `resume`, `sweep` and `render` run the installed script in
+a subprocess; the verbs that only read files or fail on bad input call the same `main` in this
+process (`conftest.run_cli`), so the suite pays Ray's and torch's import once.
 """
 
 import json
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_experiment
+from conftest import run_cli, tiny_experiment
 from PIL import Image
 
 from rllib_alma_mi.app.cli import progress_line
@@ -91,14 +93,17 @@ def test_train_prints_progress_and_writes_checkpoints_csv_tensorboard(trained):
     assert f"tensorboard --logdir {out}" in proc.stdout
 
 
-def test_evaluate_on_bigger_teams_and_another_sight_range(trained, workdir):
+@pytest.mark.usefixtures("ray_session")
+def test_evaluate_on_bigger_teams_and_another_sight_range(trained, workdir, capsys):
     out, _ = trained
     report = workdir / "eval.json"
-    proc = run(workdir, "evaluate", "--checkpoint", str(out), "--episodes", "4",
-               "--env-config", "scenario=2-8a_2-8b", "--env-config", "sight_range=2",
-               "--json", str(report))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "greedy evaluation" in proc.stdout and "solved" in proc.stdout
+    code, stdout, stderr = run_cli(
+        capsys, "evaluate", "--checkpoint", str(out), "--episodes", "4",
+        "--env-config", "scenario=2-8a_2-8b", "--env-config", "sight_range=2",
+        "--json", str(report),
+    )
+    assert code == 0, stderr[-3000:]
+    assert "greedy evaluation" in stdout and "solved" in stdout
     result = json.loads(report.read_text())
     assert result["env_config"]["scenario"] == "2-8a_2-8b"
     assert result["env_config"]["sight_range"] == 2
@@ -110,20 +115,23 @@ def test_evaluate_on_bigger_teams_and_another_sight_range(trained, workdir):
         assert 0.0 <= episode["tasks_completed_frac"] <= 1.0 and episode["steps"] <= 30
 
 
-def test_evaluate_swaps_the_allocation_rule_and_keeps_the_trained_workers(trained, workdir):
+@pytest.mark.usefixtures("ray_session")
+def test_evaluate_swaps_the_allocation_rule_and_keeps_the_trained_workers(
+    trained, workdir, capsys
+):
     out, _ = trained
     report = workdir / "eval_random.json"
-    proc = run(workdir, "evaluate", "--checkpoint", str(out), "--episodes", "3",
-               "--allocation", "random", "--json", str(report))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "evaluate", "--checkpoint", str(out), "--episodes", "3",
+                          "--allocation", "random", "--json", str(report))
+    assert code == 0, stderr[-3000:]
     result = json.loads(report.read_text())
     assert result["env_config"]["allocation"] == "random"
     # Without the learned allocator no allocation decision is an agent step.
     assert all(episode["allocations"] == 0 for episode in result["episodes"])
     learned = workdir / "eval_learned.json"
-    proc = run(workdir, "evaluate", "--checkpoint", str(out), "--episodes", "3",
-               "--allocation", "learned", "--json", str(learned))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "evaluate", "--checkpoint", str(out), "--episodes", "3",
+                          "--allocation", "learned", "--json", str(learned))
+    assert code == 0, stderr[-3000:]
     assert all(e["allocations"] > 0 for e in json.loads(learned.read_text())["episodes"])
 
 
@@ -137,19 +145,19 @@ def test_render_writes_an_animated_gif(trained, workdir):
         assert image.size[0] >= 256
 
 
-def test_plot_writes_a_png_and_rejects_unknown_metrics(trained, workdir):
+def test_plot_writes_a_png_and_rejects_unknown_metrics(trained, workdir, capsys):
     out, _ = trained
     png = workdir / "solved.png"
-    proc = run(workdir, "plot", str(out), "--metric", "solved", "--out", str(png))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "plot", str(out), "--metric", "solved", "--out", str(png))
+    assert code == 0, stderr[-3000:]
     with Image.open(png) as image:
         assert image.format == "PNG"
-    proc = run(workdir, "plot", str(out), "--metric", "sovled", "--out", str(png))
-    assert proc.returncode == 2
-    assert "did you mean 'solved'?" in proc.stderr and "Traceback" not in proc.stderr
+    code, _, stderr = run_cli(capsys, "plot", str(out), "--metric", "sovled", "--out", str(png))
+    assert code == 2
+    assert "did you mean 'solved'?" in stderr and "Traceback" not in stderr
 
 
-def test_resume_continues_from_the_last_checkpoint(workdir):
+def test_resume_continues_from_the_last_checkpoint(workdir, capsys):
     out = workdir / "resumable"
     proc = subprocess.Popen(
         command("train", "--config", "tiny.yaml", "--stop-iters", "5", "--output", str(out)),
@@ -175,12 +183,12 @@ def test_resume_continues_from_the_last_checkpoint(workdir):
     rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
     seen = [r["training_iteration"] for r in rows]
     assert seen[-1] == 5 and sorted(set(seen)) == [1, 2, 3, 4, 5]
-    plot = run(workdir, "plot", str(out), "--metric", "return", "--x", "iterations",
-               "--out", str(workdir / "resumed.png"))
-    assert plot.returncode == 0, plot.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "plot", str(out), "--metric", "return", "--x", "iterations",
+                          "--out", str(workdir / "resumed.png"))
+    assert code == 0, stderr[-3000:]
 
 
-def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
+def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir, capsys):
     out = workdir / "sweep"
     proc = run(workdir, "sweep", "--config", "tiny.yaml", "--grid", "mi_weight=0.0001,0.01",
                "--seeds", "2", "--stop-iters", "1", "--output", str(out))
@@ -190,10 +198,10 @@ def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
         params = json.loads((trial / "params.json").read_text())
         points.add((params["mi_weight"], params["seed"]))
     assert points == {(0.0001, 0), (0.0001, 1), (0.01, 0), (0.01, 1)}
-    plot = run(workdir, "plot", str(out), "--metric", "mi_value", "--x", "iterations",
-               "--out", str(workdir / "sweep.png"))
-    assert plot.returncode == 0, plot.stderr[-3000:]
-    assert "mi_weight=0.0001: 2 seeds" in plot.stdout and "mi_weight=0.01: 2 seeds" in plot.stdout
+    code, stdout, stderr = run_cli(capsys, "plot", str(out), "--metric", "mi_value", "--x",
+                               "iterations", "--out", str(workdir / "sweep.png"))
+    assert code == 0, stderr[-3000:]
+    assert "mi_weight=0.0001: 2 seeds" in stdout and "mi_weight=0.01: 2 seeds" in stdout
 
 
 @pytest.mark.parametrize(
@@ -204,17 +212,26 @@ def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir):
         (["--config", "tiny.yaml", "--set", "training.gamma=2"], "training.gamma=2 is out of"),
         (["--config", "tiny.yaml", "--set", "mutual_info.mi_measure=XYZ"], "'JSD', 'GAN', 'KL'"),
         (["--config", "tiny.yaml", "--set", "alma.alloc_interval"], "expected key=value"),
-        (["--config", "tiny.yaml", "--address", f"127.0.0.1:{_free_port()}"],
-         "no Ray head answers there"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(workdir, args, expected):
+def test_bad_input_exits_2_with_one_line(workdir, args, expected, capsys, monkeypatch):
     (workdir / "broken.yaml").write_text("training:\n  lr: [0.1\nstop: {}\n")
     (workdir / "typo.yaml").write_text(yaml.safe_dump({**TINY, "mutual_info": {"mi_wieght": 1}}))
-    proc = run(workdir, "train", *args, "--output", str(workdir / "never"))
+    monkeypatch.chdir(workdir)
+    code, _, stderr = run_cli(capsys, "train", *args, "--output", str(workdir / "never"))
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], stderr
+    assert "Traceback" not in stderr and not (workdir / "never").exists()
+
+
+def test_unreachable_address_exits_2_with_one_line(workdir):
+    """In a process of its own: this test process already has a Ray of its own."""
+    proc = run(workdir, "train", "--config", "tiny.yaml", "--address",
+               f"127.0.0.1:{_free_port()}", "--output", str(workdir / "never"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert len(lines) == 1 and "no Ray head answers there" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and not (workdir / "never").exists()
 
 
@@ -234,14 +251,17 @@ def test_bad_input_exits_2_with_one_line(workdir, args, expected):
     ],
     ids=["cli_typo", "cli_twice", "yaml_unknown", "set_not_a_list"],
 )
-def test_bad_logger_exits_2_with_one_line_naming_the_allowed_trackers(workdir, args, expected):
+def test_bad_logger_exits_2_with_one_line_naming_the_allowed_trackers(
+    workdir, args, expected, capsys, monkeypatch
+):
     (workdir / "bad_logger.yaml").write_text(
         yaml.safe_dump({**TINY, "loggers": ["mlflow", "tensorboard"]})
     )
-    proc = run(workdir, "train", *args, "--output", str(workdir / "never"))
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    monkeypatch.chdir(workdir)
+    code, _, stderr = run_cli(capsys, "train", *args, "--output", str(workdir / "never"))
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], stderr
     assert not (workdir / "never").exists()
 
 
@@ -321,7 +341,7 @@ def test_t_interval_matches_the_student_t_quantile():
     assert t_interval(values[:1])[1][0] == 0.0
 
 
-def test_summarize_averages_each_seeds_last_iterations(tmp_path, workdir):
+def test_summarize_averages_each_seeds_last_iterations(tmp_path, capsys):
     base = {"env": "save_the_city", "env_config": {"scenario": "2a_3b"}, "mi_weight": 0.001}
     write_trial(tmp_path / "a0", {**base, "seed": 0}, [100, 200, 300], [0.0, 0.2, 0.4])
     write_trial(tmp_path / "a1", {**base, "seed": 1}, [100, 200, 300], [0.0, 0.4, 0.6])
@@ -335,13 +355,15 @@ def test_summarize_averages_each_seeds_last_iterations(tmp_path, workdir):
     assert np.isnan(a["tasks_completed"])  # not logged by these runs
     assert table.loc["mi_weight=0.01", "solved"] == pytest.approx(20.0)
     out = tmp_path / "summary.csv"
-    proc = run(workdir, "summarize", str(tmp_path), "--window", "2", "--csv", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mi_weight=0.001" in proc.stdout and out.is_file()
+    code, stdout, stderr = run_cli(capsys, "summarize", str(tmp_path), "--window", "2",
+                               "--csv", str(out))
+    assert code == 0, stderr[-3000:]
+    assert "mi_weight=0.001" in stdout and out.is_file()
     kept = tmp_path.parent / f"{tmp_path.name}_kept"
-    proc = run(workdir, "summarize", str(tmp_path), "--window", "2", "--export", str(kept))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "summarize", str(tmp_path), "--window", "2",
+                          "--export", str(kept))
+    assert code == 0, stderr[-3000:]
     assert sorted(p.name for p in kept.iterdir()) == ["a0", "a1", "b0"]
     copied = summarize_runs([kept], window=2)
     pd.testing.assert_frame_equal(copied, summarize_runs([tmp_path], window=2))
-    assert run(workdir, "summarize", str(tmp_path), "--window", "0").returncode != 0
+    assert run_cli(capsys, "summarize", str(tmp_path), "--window", "0")[0] != 0

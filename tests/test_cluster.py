@@ -55,8 +55,8 @@ def stop_head(head: subprocess.Popen) -> None:
     """Stop the head's whole process group (its GCS, raylet and workers); never `ray stop`,
     which would stop every Ray on the machine."""
     try:
-        os.killpg(head.pid, signal.SIGTERM)  # the head drains for up to 30 s
-        head.wait(timeout=60)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=10)  # the head would drain for up to 30 s; its temp dir goes anyway
     except subprocess.TimeoutExpired:
         pass
     except ProcessLookupError:

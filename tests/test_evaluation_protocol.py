@@ -3,14 +3,13 @@ section's validation, the same episodes at every evaluation, metrics under
 result["evaluation"], and `summarize --compare / --marl-eval` and `plot` on run directories."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_cli
 from PIL import Image
 
 from rllib_alma_mi.app.building import build_config
@@ -195,24 +194,26 @@ def test_summarize_gives_iqm_with_bootstrap_intervals_from_the_last_evaluation(r
     assert a["return_mean"] == pytest.approx(7.0)
 
 
-def test_compare_gives_the_probability_of_improvement(runs, tmp_path):
+def test_compare_gives_the_probability_of_improvement(runs, capsys):
     found, note = compare([runs], "mi_weight=0.01", "mi_weight=0.001", reps=1000)
     assert "evaluation" in note
     solved = found["solved"]
     assert solved.point == pytest.approx(1.0) and not solved.contains(0.5)
     assert found["tasks_completed"] is None  # not logged by these runs
-    proc = cli("summarize", str(runs), "--compare", "mi_weight=0.01", "mi_weight=0.001")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "P(mi_weight=0.01 > mi_weight=0.001) on solved: 1.00 [1.00, 1.00]" in proc.stdout
-    assert "established: the interval excludes 0.5" in proc.stdout
-    bad = cli("summarize", str(runs), "--compare", "mi_weight=0.1", "mi_weight=0.001")
-    assert bad.returncode == 2 and "did you mean 'mi_weight=0.01'?" in bad.stderr
+    code, out, err = run_cli(capsys, "summarize", str(runs), "--compare", "mi_weight=0.01",
+                             "mi_weight=0.001")
+    assert code == 0, err[-3000:]
+    assert "P(mi_weight=0.01 > mi_weight=0.001) on solved: 1.00 [1.00, 1.00]" in out
+    assert "established: the interval excludes 0.5" in out
+    code, _, err = run_cli(capsys, "summarize", str(runs), "--compare", "mi_weight=0.1",
+                           "mi_weight=0.001")
+    assert code == 2 and "did you mean 'mi_weight=0.01'?" in err
 
 
-def test_marl_eval_export_loads_back_with_every_evaluation(runs, tmp_path):
+def test_marl_eval_export_loads_back_with_every_evaluation(runs, tmp_path, capsys):
     out = tmp_path / "export" / "metrics.json"
-    proc = cli("summarize", str(runs), "--marl-eval", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, err = run_cli(capsys, "summarize", str(runs), "--marl-eval", str(out))
+    assert code == 0, err[-3000:]
     data = load_marl_eval(out)
     assert list(data) == ["save_the_city"] and list(data["save_the_city"]) == ["2a_3b"]
     algorithms = data["save_the_city"]["2a_3b"]
@@ -228,37 +229,32 @@ def test_marl_eval_export_loads_back_with_every_evaluation(runs, tmp_path):
     assert len(records) == 6 * 4
 
 
-def test_plot_writes_the_iqm_curves_and_the_performance_profile(runs, tmp_path):
+def test_plot_writes_the_iqm_curves_and_the_performance_profile(runs, tmp_path, capsys):
     png = tmp_path / "fig" / "solved.png"
-    proc = cli("plot", str(runs), "--metric", "solved", "--out", str(png))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, out, err = run_cli(capsys, "plot", str(runs), "--metric", "solved", "--out", str(png))
+    assert code == 0, err[-3000:]
     profile = png.with_name("solved_profile.png")
     for path in (png, profile):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size[0] > 300
-    assert "last IQM solved 0.7" in proc.stdout and f"wrote {profile}" in proc.stdout
-    old = cli("plot", str(runs), "--metric", "solved", "--stat", "t", "--out",
-              str(tmp_path / "t.png"))
-    assert old.returncode == 0 and "last mean solved 0.7" in old.stdout
+    assert "last IQM solved 0.7" in out and f"wrote {profile}" in out
+    code, out, _ = run_cli(capsys, "plot", str(runs), "--metric", "solved", "--stat", "t",
+                           "--out", str(tmp_path / "t.png"))
+    assert code == 0 and "last mean solved 0.7" in out
 
 
-def test_runs_without_evaluation_data_fall_back_to_training_and_say_so(tmp_path):
+def test_runs_without_evaluation_data_fall_back_to_training_and_say_so(tmp_path, capsys):
     path = tmp_path / "old"
     path.mkdir()
     (path / "params.json").write_text(json.dumps({"env": "save_the_city", "seed": 0}))
     pd.DataFrame({"training_iteration": [1, 2], "time_total_s": [1.0, 2.0],
                   "env_runners/num_base_env_steps_lifetime": [100, 200],
                   "env_runners/solved": [0.25, 0.75]}).to_csv(path / "progress.csv", index=False)
-    proc = cli("summarize", str(tmp_path), "--window", "1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "no evaluation data" in proc.stdout and "75.0 (1 seed)" in proc.stdout
-    strict = cli("summarize", str(tmp_path), "--source", "evaluation")
-    assert strict.returncode == 2 and "no evaluation data" in strict.stderr
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rllib_alma_mi.app.cli", *args],
-                          capture_output=True, text=True, timeout=300)
+    code, out, err = run_cli(capsys, "summarize", str(tmp_path), "--window", "1")
+    assert code == 0, err[-3000:]
+    assert "no evaluation data" in out and "75.0 (1 seed)" in out
+    code, _, err = run_cli(capsys, "summarize", str(tmp_path), "--source", "evaluation")
+    assert code == 2 and "no evaluation data" in err
 
 
 def test_evaluation_settings_seeds():
