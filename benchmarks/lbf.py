@@ -24,23 +24,51 @@ over agents) times the number of agents. Every method gets the same `--batch`,
 steps, which for `alma*` include the allocator's decisions. The local learner of every
 method uses the torch thread count AlmaPPO's learner sets for itself.
 
+Evaluation. After training, `--eval-episodes` greedy episodes (episode i reset with seed
+`EVALUATION_FIRST_SEED + i`; argmax actions, the allocator's most likely allocation) give
+`OUT/<method>_s<seed>_eval.csv`: `episode, seed, return, solved, completed`, where `return`
+is the same quantity as above (every agent's LBF reward summed over the episode).
+`--zero-shot-env-arg KEY=VALUE` (repeatable) also evaluates the checkpoint on the task
+modified by those arguments into `OUT/<method>_s<seed>_eval_zeroshot.csv`; the anchor's MLP
+is tied to its observation size and is skipped there.
+
+Resume. A checkpoint is saved every `--checkpoint-every` iterations and at the end under
+`OUT/checkpoints/<method>_s<seed>/`. On a rerun with the same `--out`, a run whose
+evaluation CSV exists is skipped (only a missing zero-shot CSV is filled in); a run with a
+checkpoint and no evaluation CSV is restored, its training CSV cut back to the checkpoint's
+iteration and continued.
+
+`--summarize OUT` (no training) writes `OUT/summary.md` and `OUT/summary.csv`: per method the
+IQM and mean over seeds of each seed's mean evaluation return with 95% stratified bootstrap
+intervals, and the probability that `alma_mi` improves on each other method.
+
     python benchmarks/lbf.py --env-id Foraging-8x8-2p-2f-coop-v3 --seeds 0 1 2 \\
-        --budget 2000000 --out results/lbf
+        --budget 2000000 --out results/lbf --zero-shot-env-arg players=3
+    python benchmarks/lbf.py --summarize results/lbf
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
+import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 METHODS = ("anchor", "alma_mi", "alma", "flat")
 COLUMNS = ("iter", "time", "env_steps", "return", "solved", "completed", "mi_value")
+EVAL_COLUMNS = ("episode", "seed", "return", "solved", "completed")
+SUMMARY_COLUMNS = ("evaluation", "method", "versus", "seeds", "env_steps_min",
+                   "env_steps_max", "statistic", "point", "low", "high", "verdict")
 NAN = float("nan")
+CHECKPOINT_MARKER = "rllib_checkpoint.json"
 
 
 def _anchor_config(env_config: dict[str, Any]):
@@ -104,12 +132,205 @@ def _row(method: str, result: dict[str, Any], n_agents: int) -> tuple[float, ...
     )
 
 
-def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Namespace) -> Path:
-    """One run; returns the path of its CSV."""
+# ----------------------------------------------------------------------------- files
+def run_paths(out: Path, method: str, seed: int) -> dict[str, Path]:
+    """Where one (method, seed) keeps its training CSV, evaluation CSVs and checkpoint."""
+    stem = f"{method}_s{seed}"
+    return {
+        "train": out / f"{stem}.csv",
+        "eval": out / f"{stem}_eval.csv",
+        "zeroshot": out / f"{stem}_eval_zeroshot.csv",
+        "checkpoint": out / "checkpoints" / stem,
+    }
+
+
+def has_checkpoint(directory: Path) -> bool:
+    """Whether `directory` holds a finished RLlib checkpoint."""
+    return (directory / CHECKPOINT_MARKER).is_file()
+
+
+def write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write a CSV through a temporary sibling renamed into place, so an interrupted write
+    never leaves a partial file (an evaluation CSV marks its run as finished)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def cut_training_csv(path: Path, iteration: int) -> tuple[float, float]:
+    """Keep the header and the rows of iterations 1..`iteration` of a training CSV (rows
+    written after the checkpoint being resumed are dropped); returns the kept last row's
+    (time, env_steps), (0.0, 0) for iteration 0."""
+    if not path.is_file():
+        raise ValueError(f"{path}: the training CSV of a checkpointed run is missing; delete "
+                         f"its checkpoint directory to start the run again")
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or tuple(rows[0]) != COLUMNS:
+        raise ValueError(f"{path}: expected the header {','.join(COLUMNS)}; got "
+                         f"{','.join(rows[0]) if rows else 'an empty file'}")
+    kept = [row for row in rows[1:] if row and int(row[0]) <= iteration]
+    if [int(row[0]) for row in kept] != list(range(1, iteration + 1)):
+        raise ValueError(
+            f"{path}: the rows of iterations 1..{iteration} (the checkpoint's) are not all "
+            "there; delete the CSV and the checkpoint directory to start the run again"
+        )
+    write_csv_atomic(path, COLUMNS, kept)
+    if not kept:
+        return 0.0, 0
+    return float(kept[-1][1]), float(kept[-1][2])
+
+
+def record_task(out: Path, env_config: dict[str, Any], zero_shot: dict[str, Any]) -> None:
+    """Record in `out/task.yaml` the task and zero-shot changes the runs under `out` use; a
+    rerun into the same `out` with another task or other zero-shot changes raises ValueError
+    (their results would be mixed). Zero-shot changes may be added to a task that had none."""
+    path = out / "task.yaml"
+    recorded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if recorded is not None:
+        if recorded["env_config"] != env_config:
+            raise ValueError(
+                f"{out} holds runs of the task {recorded['env_config']}, not {env_config} "
+                "(--env-id/--env-arg); pass another --out"
+            )
+        if recorded["zero_shot"] and zero_shot and recorded["zero_shot"] != zero_shot:
+            raise ValueError(
+                f"{out} holds zero-shot evaluations on {recorded['zero_shot']}, not "
+                f"{zero_shot} (--zero-shot-env-arg); pass another --out"
+            )
+        zero_shot = zero_shot or recorded["zero_shot"]
+    path.write_text(yaml.safe_dump({"env_config": env_config, "zero_shot": zero_shot}))
+
+
+def run_state(paths: dict[str, Path], zero_shot: bool) -> str:
+    """What a rerun does with one (method, seed): "done" (skip), "zeroshot" (only the
+    missing zero-shot evaluation), "resume" (restore the checkpoint and go on) or "fresh"."""
+    if paths["eval"].is_file():
+        return "zeroshot" if zero_shot and not paths["zeroshot"].is_file() else "done"
+    return "resume" if has_checkpoint(paths["checkpoint"]) else "fresh"
+
+
+# ------------------------------------------------------------------------- evaluation
+def evaluation_seeds(episodes: int) -> list[int]:
+    """The env seed of each evaluation episode: EVALUATION_FIRST_SEED, +1, ..."""
+    from rllib_alma_mi.settings import EVALUATION_FIRST_SEED
+
+    return [EVALUATION_FIRST_SEED + i for i in range(episodes)]
+
+
+@dataclass
+class EvalEpisode:
+    """One greedy evaluation episode: the return summed over agents and the food outcome."""
+
+    seed: int
+    team_return: float
+    solved: float
+    completed: float
+    steps: int
+
+
+def anchor_episode(env: Any, module: Any, seed: int) -> EvalEpisode:
+    """One greedy episode of `env` (`envs.lbf.flat_parallel_env`) from `reset(seed=seed)`:
+    every agent takes the argmax of `module.forward_inference({"obs": (n, obs_dim)})`'s
+    `action_dist_inputs`. The return is every agent's reward summed over the episode."""
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    obs, _ = env.reset(seed=seed)
+    food_at_start = int((env.env.field > 0).sum())
+    total, steps, terminated = 0.0, 0, False
+    while env.agents:
+        agents = list(env.agents)
+        batch = torch.as_tensor(np.stack([obs[a] for a in agents]))
+        with torch.no_grad():
+            logits = module.forward_inference({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS]
+        actions = logits.argmax(dim=-1).tolist()
+        obs, rewards, terms, _, _ = env.step(dict(zip(agents, actions, strict=True)))
+        total += sum(rewards.values())
+        steps += 1
+        terminated = any(terms.values())
+    left = int((env.env.field > 0).sum())
+    completed = 1.0 - left / food_at_start if food_at_start else NAN
+    return EvalEpisode(seed, total, float(terminated), completed, steps)
+
+
+def evaluate_anchor(module: Any, env_config: dict[str, Any], episodes: int) -> list[EvalEpisode]:
+    """Greedy episodes of the anchor's shared module on the evaluation seeds."""
+    from envs.lbf import flat_parallel_env
+
+    env = flat_parallel_env(**env_config)
+    module.eval()
+    try:
+        return [anchor_episode(env, module, seed) for seed in evaluation_seeds(episodes)]
+    finally:
+        env.close()
+
+
+def evaluate_alma(checkpoint: Path, episodes: int,
+                  overrides: dict[str, Any] | None = None) -> list[EvalEpisode]:
+    """Greedy episodes of an `alma_mi`/`alma`/`flat` checkpoint on the evaluation seeds
+    (`rllib_alma_mi.app.evaluation.evaluate`); `overrides` modify the training task."""
+    from rllib_alma_mi.app.evaluation import evaluate
+
+    first = evaluation_seeds(1)[0]
+    result = evaluate(checkpoint, episodes, overrides=overrides, seed=first)
+    # team_return sums the per-step mean over agents; every LBF agent is live for the whole
+    # episode, so times the team size it is every agent's reward summed over the episode.
+    return [EvalEpisode(e.seed, e.team_return * e.team_size, e.solved,
+                        e.tasks_completed_frac, e.steps) for e in result.episodes]
+
+
+def write_evaluation(path: Path, episodes: list[EvalEpisode]) -> None:
+    """One row per episode: episode, seed, return, solved, completed."""
+    rows = [(i, e.seed, e.team_return, e.solved, e.completed) for i, e in enumerate(episodes)]
+    write_csv_atomic(path, EVAL_COLUMNS, rows)
+    returns = [e.team_return for e in episodes]
+    print(f"wrote {path}: mean return {np.mean(returns):.3f} over {len(returns)} episodes",
+          flush=True)
+
+
+def evaluate_run(method: str, paths: dict[str, Path], env_config: dict[str, Any],
+                 args: argparse.Namespace, module: Any = None, main: bool = True) -> None:
+    """The run's evaluation CSV (when `main`) and zero-shot CSV (when asked for); the
+    anchor is evaluated with its trained `module`, the others from their checkpoint."""
+    zero_shot = dict(args.zero_shot_env_arg)
+    if main:
+        if method == "anchor":
+            episodes = evaluate_anchor(module, env_config, args.eval_episodes)
+        else:
+            episodes = evaluate_alma(paths["checkpoint"], args.eval_episodes)
+        write_evaluation(paths["eval"], episodes)
+    if not zero_shot:
+        return
+    if method == "anchor":
+        print(f"anchor: no zero-shot evaluation on {zero_shot}: its MLP takes LBF's flat "
+              "observation of the training task's size and cannot read another", flush=True)
+        return
+    write_evaluation(paths["zeroshot"],
+                     evaluate_alma(paths["checkpoint"], args.eval_episodes, zero_shot))
+
+
+# ---------------------------------------------------------------------------- training
+def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Namespace) -> None:
+    """One run, resumed from its checkpoint when it has one, then its evaluation."""
     import torch
 
     from envs.lbf import parallel_env
+    from rllib_alma_mi.app.checkpoints import save_checkpoint
     from rllib_alma_mi.rllib.learner import learner_threads
+
+    paths = run_paths(args.out, method, seed)
+    state = run_state(paths, bool(args.zero_shot_env_arg))
+    if state == "done":
+        print(f"{method} s{seed}: {paths['eval']} exists, skipped", flush=True)
+        return
+    if state == "zeroshot":
+        print(f"{method} s{seed}: trained and evaluated; zero-shot evaluation only", flush=True)
+        evaluate_run(method, paths, env_config, args, main=False)
+        return
 
     n_agents = parallel_env(**env_config).n_agents
     config = build(method, seed, env_config, args)
@@ -117,31 +338,180 @@ def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Nam
     # torch's default (one per core) the anchor's tiny MLP updated ~4x slower on 2 busy cores.
     torch.set_num_threads(learner_threads(config))
     algo = config.build_algo()
-    path = args.out / f"{method}_s{seed}.csv"
-    start, steps, iteration = time.perf_counter(), 0, 0
     try:
-        with path.open("w", newline="") as f:
+        iteration, elapsed, steps = 0, 0.0, 0.0
+        if state == "resume":
+            algo.restore_from_path(str(paths["checkpoint"].resolve()))
+            iteration = algo.iteration
+            elapsed, steps = cut_training_csv(paths["train"], iteration)
+            print(f"{method} s{seed}: resumed at iter {iteration}, env steps {steps:.0f}",
+                  flush=True)
+        else:
+            write_csv_atomic(paths["train"], COLUMNS, [])
+        saved = iteration
+        start = time.perf_counter()
+        with paths["train"].open("a", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
             while steps < args.budget:
                 result = algo.train()
                 iteration += 1
                 row = _row(method, result, n_agents)
                 steps = row[0]
-                writer.writerow([iteration, round(time.perf_counter() - start, 1), *row])
+                now = round(elapsed + time.perf_counter() - start, 1)
+                writer.writerow([iteration, now, *row])
                 f.flush()
                 print(f"{method} s{seed} iter {iteration}: env steps {steps}, "
                       f"return {row[1]:.3f}", flush=True)
+                if iteration % args.checkpoint_every == 0:
+                    save_checkpoint(algo, paths["checkpoint"])
+                    saved = iteration
+        if saved != iteration or not has_checkpoint(paths["checkpoint"]):
+            save_checkpoint(algo, paths["checkpoint"])
+        print("wrote", paths["train"], flush=True)
+        module = algo.get_module("shared") if method == "anchor" else None
+        if method == "anchor":
+            evaluate_run(method, paths, env_config, args, module)
     finally:
         algo.stop()
-    return path
+    if method != "anchor":  # restores the checkpoint in a new Algorithm: free this one first
+        evaluate_run(method, paths, env_config, args)
 
 
+# ---------------------------------------------------------------------------- summary
+def _final_env_steps(path: Path) -> float:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["env_steps"]) if rows else NAN
+
+
+def collect(out: Path, suffix: str) -> dict[str, dict[int, tuple[float, float]]]:
+    """{method: {seed: (mean evaluation return, final env steps)}} of the `*<suffix>.csv`
+    evaluation files under `out`."""
+    found: dict[str, dict[int, tuple[float, float]]] = {}
+    for method in METHODS:
+        for path in sorted(out.glob(f"{method}_s*{suffix}.csv")):
+            tag = path.name[len(method) + 2:-len(suffix) - 4]
+            if not tag.isdigit():
+                continue
+            with path.open(newline="") as f:
+                returns = [float(r["return"]) for r in csv.DictReader(f)]
+            if not returns:
+                raise ValueError(f"{path}: no evaluation episodes; delete it and rerun")
+            train_csv = out / f"{method}_s{tag}.csv"
+            steps = _final_env_steps(train_csv) if train_csv.is_file() else NAN
+            found.setdefault(method, {})[int(tag)] = (float(np.mean(returns)), steps)
+    return found
+
+
+def _verdict(interval: Any) -> str:
+    if interval.contains(0.5):
+        return "not established"
+    return "improves" if interval.low > 0.5 else "worse"
+
+
+def summary_rows(found: dict[str, dict[int, tuple[float, float]]], evaluation: str,
+                 reps: int = 10_000) -> list[dict[str, Any]]:
+    """Rows of `SUMMARY_COLUMNS`: IQM and mean per method (intervals need 2+ seeds) and the
+    probability of improvement of alma_mi over each other method present."""
+    from rllib_alma_mi.app.statistics import interval_estimates, iqm, probability_of_improvement
+
+    rows: list[dict[str, Any]] = []
+    scores = {m: np.array([v[0] for _, v in sorted(s.items())]) for m, s in found.items()}
+    for method, by_seed in found.items():
+        steps = [v[1] for v in by_seed.values()]
+        base = {"evaluation": evaluation, "method": method, "versus": "",
+                "seeds": " ".join(str(s) for s in sorted(by_seed)),
+                "env_steps_min": min(steps), "env_steps_max": max(steps), "verdict": ""}
+        x = scores[method]
+        if len(x) >= 2:
+            est = interval_estimates({method: x}, ("iqm", "mean"), reps=reps, seed=0)[method]
+            values = {k: (i.point, i.low, i.high) for k, i in est.items()}
+        else:
+            values = {"iqm": (iqm(x), NAN, NAN), "mean": (float(x.mean()), NAN, NAN)}
+        for name, (point, low, high) in values.items():
+            rows.append({**base, "statistic": name, "point": point, "low": low, "high": high})
+    if "alma_mi" in scores:
+        for other in ("anchor", "alma", "flat"):
+            if other not in scores:
+                continue
+            x, y = scores["alma_mi"], scores[other]
+            row = {"evaluation": evaluation, "method": "alma_mi", "versus": other,
+                   "seeds": f"{len(x)} vs {len(y)}", "env_steps_min": NAN,
+                   "env_steps_max": NAN, "statistic": "p_improvement"}
+            if len(x) >= 2 and len(y) >= 2:
+                p = probability_of_improvement(x, y, reps=reps, seed=0)
+                row.update(point=p.point, low=p.low, high=p.high, verdict=_verdict(p))
+            else:
+                point = float(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
+                row.update(point=point, low=NAN, high=NAN,
+                           verdict="not established (an interval needs 2+ seeds each)")
+            rows.append(row)
+    return rows
+
+
+def _fmt(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3f}"
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for evaluation in dict.fromkeys(r["evaluation"] for r in rows):
+        part = [r for r in rows if r["evaluation"] == evaluation]
+        lines += [f"## {evaluation}", "",
+                  "| method | seeds | env steps | IQM [95% CI] | mean [95% CI] |",
+                  "|---|---|---|---|---|"]
+        for method in dict.fromkeys(r["method"] for r in part if r["statistic"] != "p_improvement"):
+            stat = {r["statistic"]: r for r in part
+                    if r["method"] == method and r["statistic"] != "p_improvement"}
+            r = stat["iqm"]
+            steps = (f"{r['env_steps_min']:.0f}" if r["env_steps_min"] == r["env_steps_max"]
+                     else f"{r['env_steps_min']:.0f}–{r['env_steps_max']:.0f}")
+            cells = [f"{_fmt(s['point'])} [{_fmt(s['low'])}, {_fmt(s['high'])}]"
+                     for s in (stat["iqm"], stat["mean"])]
+            lines.append(f"| {method} | {r['seeds']} | {steps} | {cells[0]} | {cells[1]} |")
+        p_rows = [r for r in part if r["statistic"] == "p_improvement"]
+        if p_rows:
+            lines += ["", "| P(alma_mi > X) | seeds | P [95% CI] | |", "|---|---|---|---|"]
+            for r in p_rows:
+                lines.append(f"| {r['versus']} | {r['seeds']} | {_fmt(r['point'])} "
+                             f"[{_fmt(r['low'])}, {_fmt(r['high'])}] | {r['verdict']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def summarize(out: Path, reps: int = 10_000) -> str:
+    """Write `out/summary.md` and `out/summary.csv` from the evaluation CSVs; returns the
+    markdown. Scores are each seed's mean greedy evaluation return (summed over agents)."""
+    rows = summary_rows(collect(out, "_eval"), "task", reps)
+    if not rows:
+        raise ValueError(f"{out}: no <method>_s<seed>_eval.csv files to summarize")
+    rows += summary_rows(collect(out, "_eval_zeroshot"), "zero-shot", reps)
+    task_file = out / "task.yaml"
+    task = yaml.safe_load(task_file.read_text()) if task_file.is_file() else None
+    described = "" if task is None else (
+        f"Task: {task['env_config']}; zero-shot changes: {task['zero_shot'] or 'none'}.\n\n")
+    text = ("# LBF: greedy evaluation return (summed over agents) per seed\n\n" + described +
+            "P(alma_mi > X): probability that an alma_mi seed beats a seed of X; "
+            "\"not established\" when its interval contains 0.5.\n\n" + _markdown(rows))
+    (out / "summary.md").write_text(text)
+    write_csv_atomic(out / "summary.csv", SUMMARY_COLUMNS,
+                     [[r[c] for c in SUMMARY_COLUMNS] for r in rows])
+    return text
+
+
+# ------------------------------------------------------------------------------- main
 def _env_arg(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--env-arg {text!r}: expected KEY=VALUE")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
     return key, yaml.safe_load(value)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected an integer >= 1")
+    return value
 
 
 def main() -> None:
@@ -149,6 +519,9 @@ def main() -> None:
     parser.add_argument("--env-id", default="Foraging-8x8-2p-2f-coop-v3")
     parser.add_argument("--env-arg", type=_env_arg, action="append", default=[],
                         help="a ForagingEnv argument overriding the id's, e.g. max_num_food=5")
+    parser.add_argument("--zero-shot-env-arg", type=_env_arg, action="append", default=[],
+                        help="also evaluate on the task with this ForagingEnv argument "
+                             "changed, e.g. players=3 or field_size=[15,15]")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget", type=int, default=200_000, help="env steps per run")
@@ -159,20 +532,32 @@ def main() -> None:
     parser.add_argument("--entropy", type=float, default=0.01)
     parser.add_argument("--env-runners", type=int, default=2)
     parser.add_argument("--envs-per-runner", type=int, default=8)
+    parser.add_argument("--eval-episodes", type=_positive, default=100,
+                        help="greedy evaluation episodes at the end of each run")
+    parser.add_argument("--checkpoint-every", type=_positive, default=10,
+                        help="training iterations between checkpoints")
     parser.add_argument("--out", type=Path, default=Path("results/lbf"))
+    parser.add_argument("--summarize", type=Path, metavar="OUT",
+                        help="only summarize the evaluation CSVs in OUT (no training)")
     args = parser.parse_args()
+    if args.summarize is not None:
+        print(summarize(args.summarize))
+        return
     env_config = {"env_id": args.env_id, **dict(args.env_arg)}
     from envs.lbf import parallel_env
 
     parallel_env(**env_config).close()  # a bad task fails here, before Ray starts
+    if args.zero_shot_env_arg:
+        parallel_env(**{**env_config, **dict(args.zero_shot_env_arg)}).close()
     args.out.mkdir(parents=True, exist_ok=True)
+    record_task(args.out, env_config, dict(args.zero_shot_env_arg))
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         for method in args.methods:
             for seed in args.seeds:
-                print("wrote", train(method, seed, env_config, args), flush=True)
+                train(method, seed, env_config, args)
     finally:
         ray.shutdown()
 

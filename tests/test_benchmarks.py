@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -89,3 +90,185 @@ def test_anchor_counts_a_whole_episode_when_it_ends_in_a_later_chunk():
     train_throughput.BaseStepsCallback().on_episode_end(episode=episode, metrics_logger=logger)
     assert episode.env_steps() == 30
     assert logger.peek("num_base_env_steps_lifetime") == 150
+
+
+# ------------------------------------------------------------------ benchmarks/lbf.py
+def _write_eval(path, returns):
+    rows = "".join(f"{i},{1_000_000 + i},{r},0.0,0.0\n" for i, r in enumerate(returns))
+    path.write_text("episode,seed,return,solved,completed\n" + rows)
+
+
+def _write_train(path, steps):
+    path.write_text("iter,time,env_steps,return,solved,completed,mi_value\n"
+                    f"1,1.0,{steps},0.1,nan,nan,nan\n")
+
+
+def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
+    import lbf
+
+    # each seed's mean evaluation return: alma_mi 0.1 0.2 0.3 0.4, anchor 0 0 0.15 0.5,
+    # flat 0 0 0 0 (alma_mi beats every flat seed or ties none), alma one seed only
+    means = {"alma_mi": [0.1, 0.2, 0.3, 0.4], "anchor": [0.0, 0.0, 0.15, 0.5],
+             "flat": [0.0, 0.0, 0.0, 0.0], "alma": [0.3]}
+    for method, values in means.items():
+        for seed, mean in enumerate(values):
+            _write_eval(tmp_path / f"{method}_s{seed}_eval.csv", [mean - 0.05, mean + 0.05])
+            _write_train(tmp_path / f"{method}_s{seed}.csv", 2000 + seed)
+    _write_eval(tmp_path / "alma_mi_s0_eval_zeroshot.csv", [0.7])
+    _write_eval(tmp_path / "alma_mi_s1_eval_zeroshot.csv", [0.9])
+
+    text = lbf.summarize(tmp_path, reps=500)
+    with (tmp_path / "summary.csv").open() as f:
+        rows = list(__import__("csv").DictReader(f))
+    got = {(r["evaluation"], r["method"], r["versus"], r["statistic"]): r for r in rows}
+
+    iqm = got[("task", "alma_mi", "", "iqm")]
+    assert float(iqm["point"]) == np.float64(0.25)  # mean of the middle two, 0.2 and 0.3
+    assert float(iqm["low"]) <= 0.25 <= float(iqm["high"])
+    assert float(got[("task", "anchor", "", "iqm")]["point"]) == np.float64(0.075)
+    assert float(got[("task", "anchor", "", "mean")]["point"]) == np.float64(0.1625)
+    assert (iqm["env_steps_min"], iqm["env_steps_max"]) == ("2000.0", "2003.0")
+    # P(alma_mi > anchor): 0.1 beats two anchor seeds, 0.2/0.3/0.4 beat three: 11 of 16
+    p_anchor = got[("task", "alma_mi", "anchor", "p_improvement")]
+    assert float(p_anchor["point"]) == 11 / 16
+    assert p_anchor["verdict"] == "not established"  # 4 seeds: the interval holds 0.5
+    p_flat = got[("task", "alma_mi", "flat", "p_improvement")]
+    assert (float(p_flat["point"]), float(p_flat["low"])) == (1.0, 1.0)
+    assert p_flat["verdict"] == "improves"
+    # one alma seed (0.3): 0.4 beats it, 0.3 ties (half), no interval with one seed
+    p_alma = got[("task", "alma_mi", "alma", "p_improvement")]
+    assert float(p_alma["point"]) == 1.5 / 4 and p_alma["verdict"].startswith("not established")
+    assert float(got[("task", "alma", "", "mean")]["point"]) == np.float64(0.3)
+    zero = got[("zero-shot", "alma_mi", "", "mean")]
+    assert float(zero["point"]) == np.float64(0.8) and zero["seeds"] == "0 1"
+    assert not any(key[0] == "zero-shot" and key[1] == "anchor" for key in got)
+    assert (tmp_path / "summary.md").read_text() == text
+    assert "| anchor | 4 vs 4 | 0.688" in text
+
+
+def test_lbf_summary_without_evaluation_files_names_the_missing_files(tmp_path):
+    import lbf
+
+    with pytest.raises(ValueError, match="_eval.csv"):
+        lbf.summarize(tmp_path)
+
+
+def test_lbf_anchor_greedy_evaluation_replays_the_same_episodes_for_the_same_seeds():
+    import lbf
+    import torch
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from envs.lbf import flat_parallel_env
+
+    env_config = {"env_id": "Foraging-8x8-2p-2f-coop-v3", "max_episode_steps": 25}
+    env = flat_parallel_env(**env_config)
+    torch.manual_seed(0)
+    module = PPOConfig().get_default_rl_module_spec()
+    module.observation_space = env.observation_space("agent_0")
+    module.action_space = env.action_space("agent_0")
+    module = module.build()
+
+    class Recording:
+        """The module, recording every observation batch it is asked to act on."""
+
+        def __init__(self):
+            self.seen = []
+
+        def eval(self):
+            module.eval()
+
+        def forward_inference(self, batch):
+            self.seen.append(batch["obs"].clone())
+            return module.forward_inference(batch)
+
+    first, second = Recording(), Recording()
+    episodes = lbf.evaluate_anchor(first, env_config, 3)
+    again = lbf.evaluate_anchor(second, env_config, 3)
+    assert [e.seed for e in episodes] == lbf.evaluation_seeds(3) == [1_000_000, 1_000_001,
+                                                                     1_000_002]
+    assert [(e.team_return, e.steps, e.solved) for e in episodes] == [
+        (e.team_return, e.steps, e.solved) for e in again]
+    assert len(first.seen) == len(second.seen) == sum(e.steps for e in episodes)
+    assert all(torch.equal(a, b) for a, b in zip(first.seen, second.seen, strict=True))
+    starts = np.cumsum([0] + [e.steps for e in episodes[:-1]])
+    assert not torch.equal(first.seen[starts[0]], first.seen[starts[1]])  # seeds differ
+
+
+def test_lbf_resume_cuts_the_training_csv_back_to_the_checkpoint(tmp_path):
+    import lbf
+
+    path = tmp_path / "alma_mi_s0.csv"
+    rows = [f"{i},{1.5 * i},{400 * i},0.1,0.0,0.5,nan\n" for i in range(1, 8)]
+    path.write_text(",".join(lbf.COLUMNS) + "\n" + "".join(rows))
+    assert lbf.cut_training_csv(path, 4) == (6.0, 1600.0)
+    lines = path.read_text().splitlines()
+    assert lines == [",".join(lbf.COLUMNS)] + [r.strip() for r in rows[:4]]
+    assert lbf.cut_training_csv(path, 0) == (0.0, 0)
+    assert path.read_text().splitlines() == [",".join(lbf.COLUMNS)]
+    with pytest.raises(ValueError, match=r"iterations 1\.\.2"):
+        lbf.cut_training_csv(path, 2)  # the checkpoint is ahead of the CSV
+
+
+def test_lbf_rerun_skips_evaluated_runs_and_resumes_checkpointed_ones(tmp_path):
+    import lbf
+
+    paths = lbf.run_paths(tmp_path, "anchor", 3)
+    assert lbf.run_state(paths, zero_shot=False) == "fresh"
+    paths["train"].write_text("partial")
+    assert lbf.run_state(paths, zero_shot=False) == "fresh"  # no checkpoint yet
+    paths["checkpoint"].mkdir(parents=True)
+    assert lbf.run_state(paths, zero_shot=False) == "fresh"  # a save that never finished
+    (paths["checkpoint"] / lbf.CHECKPOINT_MARKER).write_text("{}")
+    assert lbf.run_state(paths, zero_shot=False) == "resume"
+    _write_eval(paths["eval"], [0.5])
+    assert lbf.run_state(paths, zero_shot=False) == "done"
+    assert lbf.run_state(paths, zero_shot=True) == "zeroshot"
+    _write_eval(paths["zeroshot"], [0.5])
+    assert lbf.run_state(paths, zero_shot=True) == "done"
+
+
+def test_lbf_evaluation_returns_of_both_envs_are_every_agents_reward_summed():
+    """The alma/flat evaluation return (hierarchy team_return times the team size) and the
+    anchor's (rewards summed over agents of `flat_parallel_env`) are the same quantity."""
+    from envs.lbf import flat_parallel_env
+    from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
+
+    task = {"env_id": "Foraging-8x8-2p-2f-coop-v3"}
+    hierarchy = make_env("lbf", {**task, HIERARCHY_KEY: {"allocation": "heuristic"}})
+    flat = flat_parallel_env(**task)
+    totals = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        obs, _ = hierarchy.reset(seed=seed)
+        team_size, played = len(hierarchy.base.agents), []
+        while True:
+            actions = {}
+            for agent, o in obs.items():  # load when possible, else a random valid action
+                valid = np.flatnonzero(o["action_mask"])
+                actions[agent] = 5 if 5 in valid else int(rng.choice(valid))
+            played.append(actions)
+            obs, _, terms, truncs, infos = hierarchy.step(actions)
+            if terms["__all__"] or truncs["__all__"]:
+                break
+        stats = next(i for i in infos.values() if "team_return" in i)
+        flat.reset(seed=seed)
+        flat_total = sum(sum(flat.step(a)[1].values()) for a in played)
+        assert not flat.agents  # the flat env ended with the same actions
+        assert stats["team_return"] * team_size == pytest.approx(flat_total)
+        totals.append(flat_total)
+    assert max(totals) > 0  # some food was collected, so the comparison is not 0 == 0
+
+
+def test_lbf_rerun_into_an_output_of_another_task_is_refused(tmp_path):
+    import lbf
+    import yaml
+
+    task = {"env_id": "Foraging-8x8-2p-2f-coop-v3"}
+    lbf.record_task(tmp_path, task, {})
+    lbf.record_task(tmp_path, task, {"players": 3})  # zero-shot added later: accepted
+    lbf.record_task(tmp_path, task, {})  # a rerun without zero-shot keeps the recorded one
+    assert yaml.safe_load((tmp_path / "task.yaml").read_text())["zero_shot"] == {"players": 3}
+    with pytest.raises(ValueError, match="--env-id/--env-arg"):
+        lbf.record_task(tmp_path, {**task, "max_num_food": 5}, {})
+    with pytest.raises(ValueError, match="--zero-shot-env-arg"):
+        lbf.record_task(tmp_path, task, {"players": 4})
