@@ -19,10 +19,12 @@ envs, half a CPU each) and the same torch threads in the local learner; the opti
 change them for every method. Throughput is wrapped-environment steps per second, counted the
 same way for all (`num_base_env_steps_lifetime`: the steps of the episodes that finished).
 
-All methods are built once and then timed in turn, `--rounds` times (the order rotating each
-round), `--iters` training iterations each after one warm-up iteration. Each method's ratio to
-the anchor is taken within a round; the table gives the median over rounds and the range.
-On a shared machine absolute rates drift, the ratios much less.
+Each round times every method in turn (the order rotating each round): the method is built,
+trains one warm-up iteration, is timed over `--iters` iterations and is stopped before the next
+one is built, so no other method's idle env runners share the cores while it runs (kept alive,
+they took 10-15% of a core each). Each method's ratio to the anchor is taken within a round;
+the table gives the median over `--rounds` rounds and the range. On a shared machine absolute
+rates drift, the ratios much less.
 """
 
 from __future__ import annotations
@@ -174,18 +176,17 @@ def _base_steps(algo, result=None) -> float:
 
 
 def measure(names: list[str], args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
-    """Each method's measurements, one per round."""
-    runs = [Timed(name, build(name, args)) for name in names]
+    """Each method's measurements, one per round, each method alone on the machine."""
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    try:
-        for r in range(args.rounds):
-            for run in runs[r % len(runs):] + runs[: r % len(runs)]:
-                rows[run.name].append(run.run(args.iters))
-                print(f"round {r + 1}: {run.name}: {rows[run.name][-1]['rate']:.0f} env steps/s",
-                      file=sys.stderr, flush=True)
-    finally:
-        for run in runs:
-            run.algo.stop()
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            run = Timed(name, build(name, args))
+            try:
+                rows[name].append(run.run(args.iters))
+            finally:
+                run.algo.stop()
+            print(f"round {r + 1}: {name}: {rows[name][-1]['rate']:.0f} env steps/s",
+                  file=sys.stderr, flush=True)
     return rows
 
 
@@ -230,10 +231,7 @@ def main() -> None:
         help="the worker's value head reads the policy's encoder (or its own)",
     )
     args = parser.parse_args()
-    # Every method's env runners stay alive between its turns (idle while another runs): the
-    # logical CPUs cover them all, the machine's cores run one method at a time.
-    ray.init(address="local", num_cpus=len(args.methods), include_dashboard=False,
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         table = summarize(measure(args.methods, args))
     finally:

@@ -3,8 +3,9 @@
 `LineVisitEnv` (examples/custom_env.py) with more targets than agents and an episode just long
 enough to visit them all when the agents split the line between them: a random allocation
 sends agents back and forth and runs out of time. One short training run of the default
-`AlmaPPOConfig` (without MINE, learning rate 1e-3), then greedy episodes on the same seeds with the learned allocator and with
-random allocation: the gap is the allocator's own contribution.
+`AlmaPPOConfig` (without MINE, learning rate 1e-3), then greedy episodes on the same seeds
+with the learned allocator and with random allocation: the gap is the allocator's own
+contribution.
 """
 
 import numpy as np
