@@ -39,7 +39,7 @@ def test_learning_summary_prints_intervals_and_writes_the_plot(tmp_path):
 
 def test_train_throughput_times_every_method_against_the_stock_anchor():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--rounds", "2",
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--rounds", "1",
          "--iters", "1", "--train-batch", "300", "--minibatch-size", "150", "--num-epochs", "1",
          "--scenario", "2a_3b", "--max-cycles", "20", "--embed-dim", "8",
          "--methods", "stock PPO", "ALMA + MI"],

@@ -1,7 +1,7 @@
 """The `rllib-alma-mi` console script, verb by verb, on tiny budgets.
 
 One trained run (module fixture) serves train, evaluate, render and plot; resume and sweep
-train their own tiny runs. `train`, `resume`, `sweep` and `render` run the installed script in
+train their own tiny runs. `train`, `resume` and `sweep` run the installed script in
 a subprocess; the verbs that only read files or fail on bad input call the same `main` in this
 process (`conftest.run_cli`), so the suite pays Ray's and torch's import once.
 """
@@ -135,11 +135,13 @@ def test_evaluate_swaps_the_allocation_rule_and_keeps_the_trained_workers(
     assert all(e["allocations"] > 0 for e in json.loads(learned.read_text())["episodes"])
 
 
-def test_render_writes_an_animated_gif(trained, workdir):
+@pytest.mark.usefixtures("ray_session")
+def test_render_writes_an_animated_gif(trained, workdir, capsys):
     out, _ = trained
     gif = workdir / "episode.gif"
-    proc = run(workdir, "render", "--checkpoint", str(out), "--out", str(gif), "--seed", "3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "render", "--checkpoint", str(out), "--out", str(gif),
+                              "--seed", "3")
+    assert code == 0, stderr[-3000:]
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.n_frames > 1
         assert image.size[0] >= 256
