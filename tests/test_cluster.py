@@ -56,7 +56,7 @@ def stop_head(head: subprocess.Popen) -> None:
     which would stop every Ray on the machine."""
     try:
         os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=10)  # the head would drain for up to 30 s; its temp dir goes anyway
+        head.wait(timeout=5)  # the head would drain for up to 30 s; its temp dir goes anyway
     except subprocess.TimeoutExpired:
         pass
     except ProcessLookupError:
