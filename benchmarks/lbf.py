@@ -215,10 +215,11 @@ def run_state(paths: dict[str, Path], zero_shot: bool) -> str:
 
 # ------------------------------------------------------------------------- evaluation
 def evaluation_seeds(episodes: int) -> list[int]:
-    """The env seed of each evaluation episode: EVALUATION_FIRST_SEED, +1, ..."""
-    from rllib_alma_mi.settings import EVALUATION_FIRST_SEED
+    """The env seed of each evaluation episode, as the seeded evaluation during training
+    lists them (EVALUATION_FIRST_SEED, +1, ...)."""
+    from rllib_alma_mi.settings import EvaluationSettings
 
-    return [EVALUATION_FIRST_SEED + i for i in range(episodes)]
+    return EvaluationSettings(episodes=episodes).episode_seeds()
 
 
 @dataclass
