@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +146,40 @@ def tiny_experiment(**sections) -> dict:
     import copy
 
     return {**copy.deepcopy(TINY_EXPERIMENT), **copy.deepcopy(sections)}
+
+
+# Variables that would send a tracker to a server or elsewhere: the trained run sets none.
+TRACKER_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ERROR_REPORTING",
+               "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
+               "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_DISABLE_TELEMETRY")
+TRACKERS = tuple(name for name in ("wandb", "mlflow") if importlib.util.find_spec(name))
+
+
+def cli_command(*args: str) -> list[str]:
+    """The installed console script (or `python -m` of its module) with `args`."""
+    script = Path(sys.executable).with_name("rllib-alma-mi")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "rllib_alma_mi.app.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """(run directory, completed process) of `train` on `TINY_EXPERIMENT` (2 iterations, a
+    checkpoint after each) with every installed tracker (`TRACKERS`), run as a user would: the
+    installed script, in an environment that configures no tracker and has no stored login.
+    The CLI's train/evaluate/render/plot tests and the tracker tests all read this one run."""
+    import yaml
+
+    path = tmp_path_factory.mktemp("trained")
+    (path / "tiny.yaml").write_text(yaml.safe_dump(TINY_EXPERIMENT))
+    env = {k: v for k, v in os.environ.items() if k not in TRACKER_ENV}
+    env.update(RAY_ADDRESS="local", HOME=str(path))
+    out = path / "run"
+    loggers = [arg for name in TRACKERS for arg in ("--logger", name)]
+    proc = subprocess.run(
+        cli_command("train", "--config", "tiny.yaml", "--output", str(out), *loggers),
+        cwd=path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

@@ -1,9 +1,10 @@
 """The `rllib-alma-mi` console script, verb by verb, on tiny budgets.
 
-One trained run (module fixture) serves train, evaluate, render and plot; resume and sweep
-train their own tiny runs. `train`, `resume` and `sweep` run the installed script in
-a subprocess; the verbs that only read files or fail on bad input call the same `main` in this
-process (`conftest.run_cli`), so the suite pays Ray's and torch's import once.
+One trained run (`conftest.trained_run`, shared with the tracker tests) serves train,
+evaluate, render and plot; resume and sweep train their own tiny runs. `train`, `resume` and
+`sweep` run the installed script in a subprocess; the verbs that only read files or fail on
+bad input call the same `main` in this process (`conftest.run_cli`), so the suite pays Ray's
+and torch's import once.
 """
 
 import json
@@ -11,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_cli, tiny_experiment
+from conftest import cli_command, run_cli, tiny_experiment
 from PIL import Image
 
 from rllib_alma_mi.app.cli import progress_line
@@ -31,7 +31,6 @@ from rllib_alma_mi.app.plotting import (
     t_interval,
 )
 
-SCRIPT = Path(sys.executable).with_name("rllib-alma-mi")
 TINY = tiny_experiment()
 PROGRESS = re.compile(r"iter (\d+)/(\d+) \| env steps [\d,]+ \| return \S+ \| solved \S+ \| "
                       r"tasks done \S+ \| mi_value \S+ \| \S+ steps/s \| ETA \d+:\d\d:\d\d")
@@ -43,14 +42,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def command(*args: str) -> list[str]:
-    if SCRIPT.exists():
-        return [str(SCRIPT), *args]
-    return [sys.executable, "-m", "rllib_alma_mi.app.cli", *args]
-
-
 def run(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(command(*args), cwd=cwd, capture_output=True, text=True,
+    return subprocess.run(cli_command(*args), cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -65,13 +58,11 @@ def workdir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(workdir):
-    """(run directory, completed `train` process): 2 iterations, a checkpoint after each."""
-    out = workdir / "run"
-    proc = run(workdir, "train", "--config", "tiny.yaml", "--output", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+@pytest.fixture
+def trained(trained_run):
+    """(run directory, completed `train` process): 2 iterations, a checkpoint after each
+    (`conftest.trained_run`, shared with the tracker tests)."""
+    return trained_run
 
 
 def test_train_prints_progress_and_writes_checkpoints_csv_tensorboard(trained):
@@ -162,7 +153,7 @@ def test_plot_writes_a_png_and_rejects_unknown_metrics(trained, workdir, capsys)
 def test_resume_continues_from_the_last_checkpoint(workdir, capsys):
     out = workdir / "resumable"
     proc = subprocess.Popen(
-        command("train", "--config", "tiny.yaml", "--stop-iters", "4", "--output", str(out)),
+        cli_command("train", "--config", "tiny.yaml", "--stop-iters", "4", "--output", str(out)),
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 240

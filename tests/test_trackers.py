@@ -1,23 +1,21 @@
 """Experiment trackers: the `loggers` key and `--logger`, their errors, the local defaults that
-keep W&B and MLflow off the network, and a one-iteration `train` whose metrics reach both."""
+keep W&B and MLflow off the network, and a two-iteration `train` whose metrics reach both."""
 
-import importlib.util
 import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_experiment
+from conftest import TRACKER_ENV, TRACKERS, tiny_experiment
 
 from rllib_alma_mi.app.overrides import add_loggers, load_experiment
 from rllib_alma_mi.app.schema import ConfigError
 from rllib_alma_mi.app.trackers import require_packages, tracker_callbacks
 
-HAVE = {name: importlib.util.find_spec(name) is not None for name in ("wandb", "mlflow")}
+HAVE = {name: name in TRACKERS for name in ("wandb", "mlflow")}
 NEEDS = {
     name: pytest.mark.skipif(not HAVE[name], reason=f"{name} is not installed (pip install "
                                                     f"'rllib-alma-mi[{name}]')")
@@ -27,10 +25,6 @@ TINY = tiny_experiment(stop={"iterations": 1})
 # Our metrics, as the trackers name them (Tune's nested result flattened with "/").
 METRICS = ("env_runners/tasks_completed_frac", "env_runners/solved",
            "learners/allocator/mi_value")
-# Variables that would send a tracker to a server or elsewhere: a run under test sets none.
-TRACKER_ENV = ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ERROR_REPORTING",
-               "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
-               "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_DISABLE_TELEMETRY")
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -164,24 +158,13 @@ def wandb_history(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def tracked_run(tmp_path_factory):
-    """(run directory, progress.csv table) of a one-iteration `train` with every installed
-    tracker, in an environment that configures none of them."""
-    loggers = [name for name, have in HAVE.items() if have]
-    if not loggers:
+@pytest.fixture
+def tracked_run(trained_run):
+    """(run directory, progress.csv table) of the session's two-iteration `train`
+    (`conftest.trained_run`), which runs with every installed tracker."""
+    if not TRACKERS:
         pytest.skip("neither wandb nor mlflow is installed")
-    path = tmp_path_factory.mktemp("trackers")
-    (path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    env = {k: v for k, v in os.environ.items() if k not in TRACKER_ENV}
-    env.update(RAY_ADDRESS="local", HOME=str(path))  # no stored W&B login either
-    flags = [arg for name in loggers for arg in ("--logger", name)]
-    out = path / "run"
-    script = Path(sys.executable).with_name("rllib-alma-mi")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "rllib_alma_mi.app.cli"]
-    proc = subprocess.run([*cmd, "train", "--config", "tiny.yaml", "--output", str(out), *flags],
-                          cwd=path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out, _ = trained_run
     (progress,) = out.glob("*/progress.csv")
     return out, pd.read_csv(progress)
 
@@ -199,9 +182,10 @@ def test_train_with_mlflow_writes_our_metrics_to_the_file_store_in_the_run(track
     assert mlflow_run.info.status == "FINISHED"
     assert mlflow_run.data.params["mi_embed_dim"] == "16"  # the trial's config
     for metric in METRICS:
-        (point,) = client.get_metric_history(mlflow_run.info.run_id, metric)
-        assert point.step == 1
-        assert point.value == pytest.approx(progress[metric].iloc[0])
+        points = client.get_metric_history(mlflow_run.info.run_id, metric)
+        assert sorted(p.step for p in points) == [1, 2]
+        for point in points:
+            assert point.value == pytest.approx(progress[metric].iloc[point.step - 1])
 
 
 @NEEDS["wandb"]
@@ -210,7 +194,8 @@ def test_train_with_wandb_writes_an_offline_run_with_our_metrics(tracked_run):
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     trial_id = progress["trial_id"].iloc[0]
     assert run_dir.name.endswith(trial_id)
-    (row,) = wandb_history(run_dir / f"run-{trial_id}.wandb")
-    assert yaml.safe_load(row["training_iteration"]) == 1
-    for metric in METRICS:
-        assert float(row[metric]) == pytest.approx(progress[metric].iloc[0])
+    rows = wandb_history(run_dir / f"run-{trial_id}.wandb")
+    assert [yaml.safe_load(row["training_iteration"]) for row in rows] == [1, 2]
+    for i, row in enumerate(rows):
+        for metric in METRICS:
+            assert float(row[metric]) == pytest.approx(progress[metric].iloc[i])
