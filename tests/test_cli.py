@@ -127,6 +127,62 @@ def test_evaluate_swaps_the_allocation_rule_and_keeps_the_trained_workers(
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_sampled_evaluation_replays_each_seeds_episode_and_differs_from_greedy(
+    trained, workdir, capsys
+):
+    from dataclasses import asdict
+
+    import torch
+
+    from rllib_alma_mi.app import evaluation as ev
+
+    out, _ = trained
+    report = workdir / "sampled.json"
+    code, stdout, stderr = run_cli(capsys, "evaluate", "--checkpoint", str(out), "--episodes",
+                                   "3", "--sample", "--json", str(report))
+    assert code == 0, stderr[-3000:]
+    assert "sampled evaluation" in stdout and "greedy" not in stdout
+    sampled = json.loads(report.read_text())
+    assert sampled["mode"] == "sampled"
+
+    _, algo = ev.restore(out)
+    try:
+        env = ev.make_eval_env(algo.config.env, dict(algo.config.env_config))
+
+        class Recording:
+            """`actor`, recording the actions it takes."""
+
+            def __init__(self, actor):
+                self.actor, self.actions = actor, []
+
+            def act(self, observations):
+                chosen = self.actor.act(observations)
+                self.actions.append({a: np.asarray(x).tolist() for a, x in chosen.items()})
+                return chosen
+
+        def play(actor, seeds):
+            """(episode stats, every action taken) of one episode per seed."""
+            played = []
+            for seed in seeds:
+                recording = Recording(actor)
+                played.append((ev.run_episode(env, recording, seed), recording.actions))
+            return played
+
+        first = play(ev.GreedyActor(algo, env, sample=True), [0, 1, 2])
+        # Seeds 1 and 2 again, now first in their run and from another state of torch's
+        # generator: the same episodes, so an episode's sampling depends on its own seed only.
+        torch.manual_seed(12345)
+        again = play(ev.GreedyActor(algo, env, sample=True), [1, 2])
+        greedy = play(ev.GreedyActor(algo, env), [0, 1, 2])
+    finally:
+        algo.stop()
+    assert [asdict(stats) for stats, _ in first] == sampled["episodes"]
+    assert [actions for _, actions in again] == [actions for _, actions in first[1:]]
+    assert all(len(actions) > 10 for _, actions in first)
+    assert [actions for _, actions in greedy] != [actions for _, actions in first]
+
+
+@pytest.mark.usefixtures("ray_session")
 def test_render_writes_an_animated_gif(trained, workdir, capsys):
     out, _ = trained
     gif = workdir / "episode.gif"

@@ -2,7 +2,7 @@
 
     rllib-alma-mi train [--config FILE.yaml] [--set section.key=value ...] [--stop-iters N]
                         [--logger wandb|mlflow ...]
-    rllib-alma-mi evaluate --checkpoint PATH --episodes N [--env-config key=value ...]
+    rllib-alma-mi evaluate --checkpoint PATH --episodes N [--env-config key=value ...] [--sample]
     rllib-alma-mi sweep --config FILE.yaml --grid mi_weight=0.0001,0.001 --seeds 3
     rllib-alma-mi plot RUN_DIR ... --metric solved --out curves.png [--x env_steps] [--stat t]
     rllib-alma-mi summarize RUN_DIR ... [--compare A B] [--marl-eval FILE.json] [--stat t]
@@ -332,7 +332,8 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 def _print_evaluation(evaluation: Any) -> None:
     summary = evaluation.summary()
-    table = Table(title=f"greedy evaluation, iteration {evaluation.training_iteration}")
+    table = Table(title=f"{evaluation.mode} evaluation, iteration "
+                        f"{evaluation.training_iteration}")
     for column in ("team", "episodes", "return", "± std", "solved", "completed", "burned",
                    "steps"):
         table.add_column(column, justify="right")
@@ -357,7 +358,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ev.find_checkpoint(args.checkpoint)
     _init_ray(None, args.verbose)
     evaluation = ev.evaluate(
-        args.checkpoint, args.episodes, overrides, seed=args.seed, allocation=args.allocation
+        args.checkpoint, args.episodes, overrides, seed=args.seed, allocation=args.allocation,
+        sample=args.sample,
     )
     _print_evaluation(evaluation)
     if args.json:
@@ -558,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(func=cmd_sweep, seed=None)
 
     evaluate = verbs.add_parser(
-        "evaluate", parents=[common], help="greedy episodes with a checkpoint"
+        "evaluate", parents=[common], help="greedy (or sampled) episodes with a checkpoint"
     )
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
                           help="checkpoint, trial or one-trial run directory")
@@ -568,6 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     evaluate.add_argument("--allocation", choices=("learned", "heuristic", "random"),
                           help="replace the run's allocation rule, keeping its trained workers")
+    evaluate.add_argument("--sample", action="store_true",
+                          help="sample the allocator's and workers' actions from their "
+                               "distributions, as in training, instead of taking the most "
+                               "likely ones (torch seeded with each episode's env seed)")
     evaluate.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -1,7 +1,9 @@
-"""Greedy evaluation of a trained checkpoint, also on team sizes and sight ranges not trained on.
+"""Evaluation of a trained checkpoint, also on team sizes and sight ranges not trained on.
 
-Both levels act greedily: the allocator decodes its allocation autoregressively with the most
-likely task per agent, workers take the argmax of their masked logits
+Greedy (the default), both levels take their most likely action: the allocator decodes its
+allocation autoregressively with the most likely task per agent, workers take the argmax of
+their masked logits. Sampled (`sample=True`), both sample from their action distributions as
+in training, with torch's generator seeded per episode by the episode's env seed
 (`rllib_alma_mi.rllib.greedy`). The reported `return` is the team return `HierarchicalEnv`
 reports at an episode's end: the sum over env steps of the wrapped environment's team reward
 (its mean over live agents), which for SaveTheCity is the return ALMA reports.
@@ -29,7 +31,7 @@ from rllib_alma_mi.keys import (
     agent_to_module,
 )
 from rllib_alma_mi.registry import HIERARCHY_KEY, make_env
-from rllib_alma_mi.rllib.greedy import GreedyModuleActor, play_episode
+from rllib_alma_mi.rllib.greedy import GreedyModuleActor, play_episode, seeded_sampling
 from rllib_alma_mi.settings import ALLOCATIONS
 
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
@@ -94,15 +96,19 @@ def _rebuild(module_id: str, module: Any, obs_space: Any, act_space: Any) -> Any
 
 
 class GreedyActor:
-    """Greedy actions of a restored Algorithm for the agents of one `HierarchicalEnv`.
+    """Greedy (or, with `sample`, sampled) actions of a restored Algorithm for the agents of
+    one `HierarchicalEnv`.
 
     On the new API stack the modules are rebuilt for `env`'s spaces when they differ from the
     training env's (other team sizes), keeping the trained weights, and act through
-    `GreedyModuleActor`; on the old stack the policies act through `compute_single_action`.
+    `GreedyModuleActor`; on the old stack the policies act through `compute_single_action`
+    (`explore=sample`). Sampled actions come from torch's global generator (`run_episode`
+    seeds it per episode).
     """
 
-    def __init__(self, algo: Any, env: Any):
+    def __init__(self, algo: Any, env: Any, sample: bool = False):
         self.algo = algo
+        self.sample = sample
         self.new_stack = uses_new_api_stack(algo)
         agent_of = {agent_to_module(a): a for a in env.possible_agents}
         modules: dict[str, Any] = {}
@@ -119,16 +125,16 @@ class GreedyActor:
                         "evaluating an old-API-stack checkpoint on spaces other than its "
                         "training env's is not supported; keep the team size and scenario"
                     )
-        self._modules = GreedyModuleActor(modules) if self.new_stack else None
+        self._modules = GreedyModuleActor(modules, sample) if self.new_stack else None
 
     def act(self, observations: dict[str, Any]) -> dict[str, Any]:
-        """Greedy actions for the agents in `observations`: the allocator's (N,) allocation,
-        each worker's int action."""
+        """Actions for the agents in `observations`: the allocator's (N,) allocation, each
+        worker's int action."""
         if self._modules is not None:
             return self._modules.act(observations)
         return {
             agent: self.algo.compute_single_action(
-                obs, policy_id=agent_to_module(agent), explore=False
+                obs, policy_id=agent_to_module(agent), explore=self.sample
             )
             for agent, obs in observations.items()
         }
@@ -137,7 +143,7 @@ class GreedyActor:
 # ----------------------------------------------------------------------------------- episodes
 @dataclass
 class EpisodeStats:
-    """One greedy episode: its seed, team size, team return, length and task outcome."""
+    """One evaluation episode: its seed, team size, team return, length and task outcome."""
 
     seed: int
     team_size: int
@@ -168,14 +174,17 @@ def run_episode(
     seed: int,
     on_frame: Callable[[Any], None] | None = None,
 ) -> EpisodeStats:
-    """Play one greedy episode; `on_frame(env)` is called whenever the workers are about to
-    act (after each allocation and env step) and at the end."""
+    """Play one episode from `env.reset(seed=seed)` with `actor` (greedy or sampled: a sampled
+    actor draws from torch's generator seeded with `seed`, so the episode depends on `seed`
+    alone); `on_frame(env)` is called whenever the workers are about to act (after each
+    allocation and env step) and at the end."""
 
     def before_act(obs: dict[str, Any]) -> None:
         if any(a != ALLOCATOR for a in obs):
             on_frame(env)
 
-    episode = play_episode(env, actor.act, seed, None if on_frame is None else before_act)
+    with seeded_sampling(seed):
+        episode = play_episode(env, actor.act, seed, None if on_frame is None else before_act)
     if on_frame is not None:
         on_frame(env)
     stats = episode.stats
@@ -207,13 +216,15 @@ def summarize(episodes: list[EpisodeStats]) -> dict[str, float]:
 
 @dataclass
 class Evaluation:
-    """The outcome of `evaluate`: per-episode stats and their summaries."""
+    """The outcome of `evaluate`: per-episode stats and their summaries; `mode` is "greedy"
+    or "sampled"."""
 
     checkpoint: str
     training_iteration: int | None
     env: str
     env_config: dict[str, Any]
     episodes: list[EpisodeStats]
+    mode: str = "greedy"
 
     def summary(self) -> dict[str, Any]:
         by_size: dict[int, list[EpisodeStats]] = defaultdict(list)
@@ -226,6 +237,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "mode": self.mode,
             "checkpoint": self.checkpoint,
             "training_iteration": self.training_iteration,
             "env": self.env,
@@ -286,14 +298,21 @@ def evaluate(
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
     allocation: str | None = None,
+    *,
+    sample: bool = False,
 ) -> Evaluation:
-    """Greedy episodes (seeds `seed`, `seed + 1`, ...) with the policy of `checkpoint`;
-    `allocation` swaps the allocation rule (see `evaluation_env_config`)."""
+    """Episodes (env seeds `seed`, `seed + 1`, ...) with the policy of `checkpoint`;
+    `allocation` swaps the allocation rule (see `evaluation_env_config`).
+
+    Greedy by default. With `sample`, the allocator and the workers sample from their action
+    distributions as in training; before each episode torch's global generator is seeded with
+    that episode's env seed (and restored afterwards), so the same checkpoint, seeds and
+    `sample=True` give the same episodes, and an episode does not depend on the others."""
     path, algo = restore(checkpoint)
     try:
         env_config = evaluation_env_config(algo, overrides or {}, allocation)
         env = make_eval_env(algo.config.env, env_config)
-        actor = GreedyActor(algo, env)
+        actor = GreedyActor(algo, env, sample=sample)
         stats = [run_episode(env, actor, seed + i) for i in range(episodes)]
         iteration = getattr(algo, "iteration", None)
         env.close()
@@ -302,4 +321,5 @@ def evaluate(
     shown = {k: v for k, v in env_config.items() if not k.startswith("_")}
     if allocation is not None:
         shown["allocation"] = allocation
-    return Evaluation(str(path), iteration, algo.config.env, shown, stats)
+    mode = "sampled" if sample else "greedy"
+    return Evaluation(str(path), iteration, algo.config.env, shown, stats, mode)
