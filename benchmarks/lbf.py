@@ -24,23 +24,30 @@ over agents) times the number of agents. Every method gets the same `--batch`,
 steps, which for `alma*` include the allocator's decisions. The local learner of every
 method uses the torch thread count AlmaPPO's learner sets for itself.
 
-Evaluation. After training, `--eval-episodes` greedy episodes (episode i reset with seed
-`EVALUATION_FIRST_SEED + i`; argmax actions, the allocator's most likely allocation) give
-`OUT/<method>_s<seed>_eval.csv`: `episode, seed, return, solved, completed`, where `return`
-is the same quantity as above (every agent's LBF reward summed over the episode).
-`--zero-shot-env-arg KEY=VALUE` (repeatable) also evaluates the checkpoint on the task
-modified by those arguments into `OUT/<method>_s<seed>_eval_zeroshot.csv`; the anchor's MLP
-is tied to its observation size and is skipped there.
+Evaluation. After training, `--eval-episodes` episodes on fixed seeds (episode i reset with
+seed `EVALUATION_FIRST_SEED + i`, the same for every method) are played twice:
+greedily (argmax actions, the allocator's most likely allocation) into
+`OUT/<method>_s<seed>_eval.csv`, and with the policies' own sampling (the allocator and the
+workers, or the anchor's shared module, sample from their action distributions as in
+training; torch's generator seeded with each episode's env seed) into
+`OUT/<method>_s<seed>_eval_sampled.csv`. Both have the columns
+`episode, seed, return, solved, completed`, where `return` is the same quantity as above
+(every agent's LBF reward summed over the episode). `--zero-shot-env-arg KEY=VALUE`
+(repeatable) also evaluates the checkpoint greedily on the task modified by those arguments
+into `OUT/<method>_s<seed>_eval_zeroshot.csv`; the anchor's MLP is tied to its observation
+size and is skipped there.
 
 Resume. A checkpoint is saved every `--checkpoint-every` iterations and at the end under
-`OUT/checkpoints/<method>_s<seed>/`. On a rerun with the same `--out`, a run whose
-evaluation CSV exists is skipped (only a missing zero-shot CSV is filled in); a run with a
-checkpoint and no evaluation CSV is restored, its training CSV cut back to the checkpoint's
-iteration and continued.
+`OUT/checkpoints/<method>_s<seed>/`. On a rerun with the same `--out`, a run whose greedy
+evaluation CSV exists is finished: it is skipped, except that its missing sampled or
+zero-shot CSV is filled in from its checkpoint (no training); a run with a checkpoint and no
+evaluation CSV is restored, its training CSV cut back to the checkpoint's iteration and
+continued.
 
-`--summarize OUT` (no training) writes `OUT/summary.md` and `OUT/summary.csv`: per method the
-IQM and mean over seeds of each seed's mean evaluation return with 95% stratified bootstrap
-intervals, and the probability that `alma_mi` improves on each other method.
+`--summarize OUT` (no training) writes `OUT/summary.md` and `OUT/summary.csv`: per
+evaluation (`task`: greedy, `sampled`, `zero-shot`) and method the IQM and mean over seeds
+of each seed's mean evaluation return with 95% stratified bootstrap intervals, and the
+probability that `alma_mi` improves on each other method.
 
     python benchmarks/lbf.py --env-id Foraging-8x8-2p-2f-coop-v3 --seeds 0 1 2 \\
         --budget 2000000 --out results/lbf --zero-shot-env-arg players=3
@@ -139,6 +146,7 @@ def run_paths(out: Path, method: str, seed: int) -> dict[str, Path]:
     return {
         "train": out / f"{stem}.csv",
         "eval": out / f"{stem}_eval.csv",
+        "sampled": out / f"{stem}_eval_sampled.csv",
         "zeroshot": out / f"{stem}_eval_zeroshot.csv",
         "checkpoint": out / "checkpoints" / stem,
     }
@@ -205,11 +213,19 @@ def record_task(out: Path, env_config: dict[str, Any], zero_shot: dict[str, Any]
     path.write_text(yaml.safe_dump({"env_config": env_config, "zero_shot": zero_shot}))
 
 
+def missing_evaluations(paths: dict[str, Path], zero_shot: bool) -> list[str]:
+    """The keys of `paths` ("eval", "sampled", "zeroshot" when `zero_shot`) whose evaluation
+    CSV does not exist yet."""
+    keys = ("eval", "sampled", "zeroshot") if zero_shot else ("eval", "sampled")
+    return [key for key in keys if not paths[key].is_file()]
+
+
 def run_state(paths: dict[str, Path], zero_shot: bool) -> str:
-    """What a rerun does with one (method, seed): "done" (skip), "zeroshot" (only the
-    missing zero-shot evaluation), "resume" (restore the checkpoint and go on) or "fresh"."""
+    """What a rerun does with one (method, seed): "done" (skip), "evaluate" (trained: only
+    its missing sampled or zero-shot evaluation, from the checkpoint), "resume" (restore the
+    checkpoint and go on) or "fresh"."""
     if paths["eval"].is_file():
-        return "zeroshot" if zero_shot and not paths["zeroshot"].is_file() else "done"
+        return "evaluate" if missing_evaluations(paths, zero_shot) else "done"
     return "resume" if has_checkpoint(paths["checkpoint"]) else "fresh"
 
 
@@ -224,7 +240,7 @@ def evaluation_seeds(episodes: int) -> list[int]:
 
 @dataclass
 class EvalEpisode:
-    """One greedy evaluation episode: the return summed over agents and the food outcome."""
+    """One evaluation episode: the return summed over agents and the food outcome."""
 
     seed: int
     team_return: float
@@ -233,51 +249,72 @@ class EvalEpisode:
     steps: int
 
 
-def anchor_episode(env: Any, module: Any, seed: int) -> EvalEpisode:
-    """One greedy episode of `env` (`envs.lbf.flat_parallel_env`) from `reset(seed=seed)`:
-    every agent takes the argmax of `module.forward_inference({"obs": (n, obs_dim)})`'s
-    `action_dist_inputs`. The return is every agent's reward summed over the episode."""
+def anchor_episode(env: Any, module: Any, seed: int, sample: bool = False) -> EvalEpisode:
+    """One episode of `env` (`envs.lbf.flat_parallel_env`) from `reset(seed=seed)`, every
+    agent acting with `module` on its (obs_dim,) observation (a batch of n per step):
+    greedily, the argmax of `forward_inference`'s `action_dist_inputs`; with `sample`, a draw
+    from the module's exploration distribution over `forward_exploration`'s, torch's
+    generator seeded with `seed` (`rllib_alma_mi.rllib.greedy.module_actions`). The return
+    is every agent's reward summed over the episode."""
     import torch
     from ray.rllib.core.columns import Columns
+
+    from rllib_alma_mi.rllib.greedy import module_actions, seeded_sampling
 
     obs, _ = env.reset(seed=seed)
     food_at_start = int((env.env.field > 0).sum())
     total, steps, terminated = 0.0, 0, False
-    while env.agents:
-        agents = list(env.agents)
-        batch = torch.as_tensor(np.stack([obs[a] for a in agents]))
-        with torch.no_grad():
-            logits = module.forward_inference({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS]
-        actions = logits.argmax(dim=-1).tolist()
-        obs, rewards, terms, _, _ = env.step(dict(zip(agents, actions, strict=True)))
-        total += sum(rewards.values())
-        steps += 1
-        terminated = any(terms.values())
+    with seeded_sampling(seed):
+        while env.agents:
+            agents = list(env.agents)
+            batch = torch.as_tensor(np.stack([obs[a] for a in agents]))
+            actions = module_actions(module, {Columns.OBS: batch}, sample).tolist()
+            obs, rewards, terms, _, _ = env.step(dict(zip(agents, actions, strict=True)))
+            total += sum(rewards.values())
+            steps += 1
+            terminated = any(terms.values())
     left = int((env.env.field > 0).sum())
     completed = 1.0 - left / food_at_start if food_at_start else NAN
     return EvalEpisode(seed, total, float(terminated), completed, steps)
 
 
-def evaluate_anchor(module: Any, env_config: dict[str, Any], episodes: int) -> list[EvalEpisode]:
-    """Greedy episodes of the anchor's shared module on the evaluation seeds."""
+def evaluate_anchor(module: Any, env_config: dict[str, Any], episodes: int,
+                    sample: bool = False) -> list[EvalEpisode]:
+    """Greedy (or, with `sample`, sampled) episodes of the anchor's shared module on the
+    evaluation seeds (`anchor_episode`)."""
     from envs.lbf import flat_parallel_env
 
     env = flat_parallel_env(**env_config)
     module.eval()
     try:
-        return [anchor_episode(env, module, seed) for seed in evaluation_seeds(episodes)]
+        return [anchor_episode(env, module, seed, sample) for seed in evaluation_seeds(episodes)]
     finally:
         env.close()
 
 
-def evaluate_alma(checkpoint: Path, episodes: int,
-                  overrides: dict[str, Any] | None = None) -> list[EvalEpisode]:
-    """Greedy episodes of an `alma_mi`/`alma`/`flat` checkpoint on the evaluation seeds
-    (`rllib_alma_mi.app.evaluation.evaluate`); `overrides` modify the training task."""
+def load_anchor_module(checkpoint: Path) -> Any:
+    """The anchor's trained shared RLModule, read from its algorithm checkpoint (the
+    learner's copy, which the checkpoint saved after the last update)."""
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    path = (checkpoint / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE
+            / "shared").resolve()
+    if not path.is_dir():
+        raise ValueError(f"{path}: the anchor checkpoint holds no 'shared' module; delete "
+                         f"{checkpoint} and its CSVs to train the run again")
+    return RLModule.from_checkpoint(str(path))
+
+
+def evaluate_alma(checkpoint: Path, episodes: int, overrides: dict[str, Any] | None = None,
+                  sample: bool = False) -> list[EvalEpisode]:
+    """Greedy (or, with `sample`, sampled) episodes of an `alma_mi`/`alma`/`flat` checkpoint
+    on the evaluation seeds (`rllib_alma_mi.app.evaluation.evaluate`); `overrides` modify the
+    training task."""
     from rllib_alma_mi.app.evaluation import evaluate
 
     first = evaluation_seeds(1)[0]
-    result = evaluate(checkpoint, episodes, overrides=overrides, seed=first)
+    result = evaluate(checkpoint, episodes, overrides=overrides, seed=first, sample=sample)
     # team_return sums the per-step mean over agents; every LBF agent is live for the whole
     # episode, so times the team size it is every agent's reward summed over the episode.
     return [EvalEpisode(e.seed, e.team_return * e.team_size, e.solved,
@@ -294,17 +331,24 @@ def write_evaluation(path: Path, episodes: list[EvalEpisode]) -> None:
 
 
 def evaluate_run(method: str, paths: dict[str, Path], env_config: dict[str, Any],
-                 args: argparse.Namespace, module: Any = None, main: bool = True) -> None:
-    """The run's evaluation CSV (when `main`) and zero-shot CSV (when asked for); the
-    anchor is evaluated with its trained `module`, the others from their checkpoint."""
+                 args: argparse.Namespace, module: Any = None,
+                 keys: Sequence[str] = ("eval", "sampled", "zeroshot")) -> None:
+    """Write the run's evaluation CSVs named by `keys` (of `run_paths`): the greedy one,
+    the sampled one and, when `--zero-shot-env-arg` asks for it, the zero-shot one. The
+    anchor acts with its trained `module`, or without one with the module restored from its
+    checkpoint; the other methods are restored from their checkpoint."""
     zero_shot = dict(args.zero_shot_env_arg)
-    if main:
+    for key, sample in (("eval", False), ("sampled", True)):
+        if key not in keys:
+            continue
         if method == "anchor":
-            episodes = evaluate_anchor(module, env_config, args.eval_episodes)
+            if module is None:
+                module = load_anchor_module(paths["checkpoint"])
+            episodes = evaluate_anchor(module, env_config, args.eval_episodes, sample)
         else:
-            episodes = evaluate_alma(paths["checkpoint"], args.eval_episodes)
-        write_evaluation(paths["eval"], episodes)
-    if not zero_shot:
+            episodes = evaluate_alma(paths["checkpoint"], args.eval_episodes, sample=sample)
+        write_evaluation(paths[key], episodes)
+    if not zero_shot or "zeroshot" not in keys:
         return
     if method == "anchor":
         print(f"anchor: no zero-shot evaluation on {zero_shot}: its MLP takes LBF's flat "
@@ -328,9 +372,11 @@ def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Nam
     if state == "done":
         print(f"{method} s{seed}: {paths['eval']} exists, skipped", flush=True)
         return
-    if state == "zeroshot":
-        print(f"{method} s{seed}: trained and evaluated; zero-shot evaluation only", flush=True)
-        evaluate_run(method, paths, env_config, args, main=False)
+    if state == "evaluate":
+        missing = missing_evaluations(paths, bool(args.zero_shot_env_arg))
+        print(f"{method} s{seed}: trained and evaluated; only the missing "
+              f"{', '.join(paths[k].name for k in missing)}", flush=True)
+        evaluate_run(method, paths, env_config, args, keys=missing)
         return
 
     n_agents = parallel_env(**env_config).n_agents
@@ -482,16 +528,22 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
 
 def summarize(out: Path, reps: int = 10_000) -> str:
     """Write `out/summary.md` and `out/summary.csv` from the evaluation CSVs; returns the
-    markdown. Scores are each seed's mean greedy evaluation return (summed over agents)."""
+    markdown. Scores are each seed's mean evaluation return (summed over agents); the rows'
+    `evaluation` is `task` (greedy), `sampled` (the same seeds, sampled actions) or
+    `zero-shot` (greedy, on the changed task)."""
     rows = summary_rows(collect(out, "_eval"), "task", reps)
     if not rows:
         raise ValueError(f"{out}: no <method>_s<seed>_eval.csv files to summarize")
+    rows += summary_rows(collect(out, "_eval_sampled"), "sampled", reps)
     rows += summary_rows(collect(out, "_eval_zeroshot"), "zero-shot", reps)
     task_file = out / "task.yaml"
     task = yaml.safe_load(task_file.read_text()) if task_file.is_file() else None
     described = "" if task is None else (
         f"Task: {task['env_config']}; zero-shot changes: {task['zero_shot'] or 'none'}.\n\n")
-    text = ("# LBF: greedy evaluation return (summed over agents) per seed\n\n" + described +
+    text = ("# LBF: evaluation return (summed over agents) per seed\n\n" + described +
+            "task: greedy evaluation on the training task; sampled: the same episode seeds "
+            "with the policies' actions sampled from their distributions; zero-shot: greedy "
+            "evaluation on the changed task.\n\n"
             "P(alma_mi > X): probability that an alma_mi seed beats a seed of X; "
             "\"not established\" when its interval contains 0.5.\n\n" + _markdown(rows))
     (out / "summary.md").write_text(text)
@@ -515,7 +567,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's options (`argv`, or `sys.argv[1:]`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="Foraging-8x8-2p-2f-coop-v3")
     parser.add_argument("--env-arg", type=_env_arg, action="append", default=[],
@@ -534,13 +587,18 @@ def main() -> None:
     parser.add_argument("--env-runners", type=int, default=2)
     parser.add_argument("--envs-per-runner", type=int, default=8)
     parser.add_argument("--eval-episodes", type=_positive, default=100,
-                        help="greedy evaluation episodes at the end of each run")
+                        help="evaluation episodes (greedy, and again sampled) at the end of "
+                             "each run")
     parser.add_argument("--checkpoint-every", type=_positive, default=10,
                         help="training iterations between checkpoints")
     parser.add_argument("--out", type=Path, default=Path("results/lbf"))
     parser.add_argument("--summarize", type=Path, metavar="OUT",
                         help="only summarize the evaluation CSVs in OUT (no training)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if args.summarize is not None:
         print(summarize(args.summarize))
         return

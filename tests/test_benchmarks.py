@@ -116,6 +116,9 @@ def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
             _write_train(tmp_path / f"{method}_s{seed}.csv", 2000 + seed)
     _write_eval(tmp_path / "alma_mi_s0_eval_zeroshot.csv", [0.7])
     _write_eval(tmp_path / "alma_mi_s1_eval_zeroshot.csv", [0.9])
+    for seed, mean in enumerate([0.8, 0.9]):  # sampled: alma_mi above the anchor at both seeds
+        _write_eval(tmp_path / f"alma_mi_s{seed}_eval_sampled.csv", [mean])
+        _write_eval(tmp_path / f"anchor_s{seed}_eval_sampled.csv", [mean - 0.5])
 
     text = lbf.summarize(tmp_path, reps=500)
     with (tmp_path / "summary.csv").open() as f:
@@ -142,6 +145,13 @@ def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
     zero = got[("zero-shot", "alma_mi", "", "mean")]
     assert float(zero["point"]) == np.float64(0.8) and zero["seeds"] == "0 1"
     assert not any(key[0] == "zero-shot" and key[1] == "anchor" for key in got)
+    sampled = got[("sampled", "alma_mi", "", "mean")]
+    assert float(sampled["point"]) == pytest.approx(0.85) and sampled["seeds"] == "0 1"
+    assert float(got[("sampled", "anchor", "", "iqm")]["point"]) == pytest.approx(0.35)
+    p_sampled = got[("sampled", "alma_mi", "anchor", "p_improvement")]
+    assert (float(p_sampled["point"]), p_sampled["verdict"]) == (1.0, "improves")
+    assert {key[0] for key in got} == {"task", "sampled", "zero-shot"}
+    assert "## sampled" in text
     assert (tmp_path / "summary.md").read_text() == text
     assert "| anchor | 4 vs 4 | 0.688" in text
 
@@ -153,7 +163,7 @@ def test_lbf_summary_without_evaluation_files_names_the_missing_files(tmp_path):
         lbf.summarize(tmp_path)
 
 
-def test_lbf_anchor_greedy_evaluation_replays_the_same_episodes_for_the_same_seeds():
+def test_lbf_anchor_greedy_and_sampled_evaluations_replay_the_same_episodes_per_seed():
     import lbf
     import torch
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -181,6 +191,13 @@ def test_lbf_anchor_greedy_evaluation_replays_the_same_episodes_for_the_same_see
             self.seen.append(batch["obs"].clone())
             return module.forward_inference(batch)
 
+        def forward_exploration(self, batch):
+            self.seen.append(batch["obs"].clone())
+            return module.forward_exploration(batch)
+
+        def get_exploration_action_dist_cls(self):
+            return module.get_exploration_action_dist_cls()
+
     first, second = Recording(), Recording()
     episodes = lbf.evaluate_anchor(first, env_config, 3)
     again = lbf.evaluate_anchor(second, env_config, 3)
@@ -192,6 +209,65 @@ def test_lbf_anchor_greedy_evaluation_replays_the_same_episodes_for_the_same_see
     assert all(torch.equal(a, b) for a, b in zip(first.seen, second.seen, strict=True))
     starts = np.cumsum([0] + [e.steps for e in episodes[:-1]])
     assert not torch.equal(first.seen[starts[0]], first.seen[starts[1]])  # seeds differ
+
+    # Sampled: the same episodes again from another state of torch's generator (each episode
+    # seeds it with its env seed), and other episodes than the greedy ones.
+    sampled, again = Recording(), Recording()
+    episodes = lbf.evaluate_anchor(sampled, env_config, 3, sample=True)
+    torch.manual_seed(12345)
+    assert [(e.team_return, e.steps) for e in lbf.evaluate_anchor(again, env_config, 3, True)
+            ] == [(e.team_return, e.steps) for e in episodes]
+    assert all(torch.equal(a, b) for a, b in zip(sampled.seen, again.seen, strict=True))
+    assert len(sampled.seen) != len(first.seen) or not all(
+        torch.equal(a, b) for a, b in zip(sampled.seen, first.seen, strict=True))
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_lbf_runs_write_a_sampled_evaluation_and_a_rerun_fills_in_a_missing_one(
+    tmp_path, capsys
+):
+    """A tiny anchor and alma_mi run each write their greedy and sampled evaluation CSVs on
+    the same seeds; with the sampled CSVs deleted, a rerun writes them again from the
+    checkpoints (the same episodes) without training; the summary has sampled rows."""
+    import csv
+
+    import lbf
+    import torch
+
+    args = lbf.parse_args([
+        "--env-arg", "max_episode_steps=25", "--budget", "1", "--batch", "100",
+        "--minibatch", "50", "--epochs", "1", "--env-runners", "0", "--envs-per-runner", "1",
+        "--eval-episodes", "3", "--out", str(tmp_path)])
+    env_config = {"env_id": args.env_id, **dict(args.env_arg)}
+    methods = ("anchor", "alma_mi")
+    threads = torch.get_num_threads()  # train() sets the learner's thread count
+    try:
+        for method in methods:
+            lbf.train(method, 0, env_config, args)
+        paths = {m: lbf.run_paths(tmp_path, m, 0) for m in methods}
+        written = {}
+        for method, p in paths.items():
+            for key in ("eval", "sampled"):
+                with p[key].open(newline="") as f:
+                    rows = list(csv.DictReader(f))
+                assert [int(r["seed"]) for r in rows] == lbf.evaluation_seeds(3), (method, key)
+            written[method] = {k: p[k].read_text() for k in ("train", "eval", "sampled")}
+            p["sampled"].unlink()
+        capsys.readouterr()
+        for method in methods:
+            lbf.train(method, 0, env_config, args)
+        printed = capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+    assert " iter " not in printed and "resumed" not in printed  # no training on the rerun
+    for method, p in paths.items():
+        assert f"only the missing {p['sampled'].name}" in printed
+        assert {k: p[k].read_text() for k in ("train", "eval", "sampled")} == written[method]
+    text = lbf.summarize(tmp_path, reps=200)
+    assert "## sampled" in text
+    with (tmp_path / "summary.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows if r["evaluation"] == "sampled"} == set(methods)
 
 
 def test_lbf_resume_cuts_the_training_csv_back_to_the_checkpoint(tmp_path):
@@ -209,7 +285,7 @@ def test_lbf_resume_cuts_the_training_csv_back_to_the_checkpoint(tmp_path):
         lbf.cut_training_csv(path, 2)  # the checkpoint is ahead of the CSV
 
 
-def test_lbf_rerun_skips_evaluated_runs_and_resumes_checkpointed_ones(tmp_path):
+def test_lbf_rerun_skips_evaluated_runs_fills_in_missing_evaluations_and_resumes(tmp_path):
     import lbf
 
     paths = lbf.run_paths(tmp_path, "anchor", 3)
@@ -221,8 +297,12 @@ def test_lbf_rerun_skips_evaluated_runs_and_resumes_checkpointed_ones(tmp_path):
     (paths["checkpoint"] / lbf.CHECKPOINT_MARKER).write_text("{}")
     assert lbf.run_state(paths, zero_shot=False) == "resume"
     _write_eval(paths["eval"], [0.5])
+    assert lbf.run_state(paths, zero_shot=False) == "evaluate"  # its sampled CSV is missing
+    assert lbf.missing_evaluations(paths, zero_shot=False) == ["sampled"]
+    _write_eval(paths["sampled"], [0.5])
     assert lbf.run_state(paths, zero_shot=False) == "done"
-    assert lbf.run_state(paths, zero_shot=True) == "zeroshot"
+    assert lbf.run_state(paths, zero_shot=True) == "evaluate"
+    assert lbf.missing_evaluations(paths, zero_shot=True) == ["zeroshot"]
     _write_eval(paths["zeroshot"], [0.5])
     assert lbf.run_state(paths, zero_shot=True) == "done"
 
