@@ -79,17 +79,28 @@ class PerTaskGAE(ConnectorV2):
         with torch.no_grad():
             values_t = module.compute_task_values(module_batch)
         values = values_t.cpu().numpy()
-        returns = [
-            episode_task_returns(e, values.shape[1])
+        module_episodes = [
+            e
             for e in self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False)
             if e.module_id in (None, self.module_id)
         ]
-        returns = np.concatenate(returns) if returns else np.zeros((0, values.shape[1]))
-        if returns.shape[0] != values.shape[0]:
+        n_tasks = values.shape[1]
+        returns = np.concatenate(
+            [episode_task_returns(e, n_tasks) for e in module_episodes]
+            or [np.zeros((0, n_tasks), dtype=np.float32)]
+        )
+        # The rows line up with the batch's when the episodes' rewards are the batch's rewards.
+        rewards = np.concatenate(
+            [np.asarray(e.get_rewards(), dtype=np.float32) for e in module_episodes]
+            or [np.zeros(0, dtype=np.float32)]
+        )
+        batch_rewards = _numpy(module_batch[Columns.REWARDS]).astype(np.float32)
+        if rewards.shape != batch_rewards.shape or not np.allclose(rewards, batch_rewards):
             raise RuntimeError(
-                f"per-task GAE: the {self.module_id!r} episodes hold {returns.shape[0]} rows but "
-                f"its batch has {values.shape[0]}; the learner connector's episodes and batch "
-                "do not line up (a stateful module's zero padding is not supported)"
+                f"per-task GAE: the {self.module_id!r} episodes ({rewards.shape[0]} rows) do "
+                f"not line up with its batch ({batch_rewards.shape[0]} rows); a stateful "
+                "module's zero padding, or a learner connector that reorders rows, is not "
+                "supported"
             )
         advantages, targets = per_task_gae(
             values,
