@@ -77,7 +77,15 @@ def contract_spaces(
 class ContractParallelEnv(ParallelEnv):
     """Base of the contract environments: the same observation space (``contract_spaces``)
     and ``Discrete(A)`` action space for every agent of ``possible_agents``, and the check of
-    the actions given to ``step``."""
+    the actions given to ``step``.
+
+    ``task_rewards_summed_over_agents`` says how ``task_rewards`` add up: False (here) when
+    they split the reward each agent receives (the team reward of SaveTheCity, the global part
+    of MPE's), True when they add up the rewards of all agents, ``sum(task_rewards) ==
+    sum(rewards.values())`` (LBF, RWARE). Consumers that want them on the scale of one agent's
+    reward (the allocator's per-task credit) divide by the live agents in the second case."""
+
+    task_rewards_summed_over_agents: bool = False
 
     def _build_contract_spaces(
         self, n_entities: int, n_features: int, n_tasks: int, n_actions: int,

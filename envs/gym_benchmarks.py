@@ -167,6 +167,8 @@ class TeamTasksEnv(ContractParallelEnv):
     """
 
     family: str
+    # Each agent's rewards are its own; task_rewards add them up over the agents.
+    task_rewards_summed_over_agents = True
 
     def __init__(
         self,

@@ -91,8 +91,8 @@ class AlmaPPOConfig(PPOConfig):
     # ------------------------------------------------------------------ the two new blocks
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
         """Hierarchy and model settings: allocation, alloc_interval, worker_reward,
-        subtask_mask, allocator_view, imitation_steps, imitation_weight, embed_dim, n_heads,
-        agent_attention, relative_scale, shared_worker_encoder."""
+        subtask_mask, allocator_view, imitation_steps, imitation_weight, allocator_credit,
+        embed_dim, n_heads, agent_attention, relative_scale, shared_worker_encoder, keep_bias."""
         unknown = sorted(set(kwargs) - set(ALMA_KEYS))
         if unknown:
             raise ValueError(
@@ -207,6 +207,8 @@ class AlmaPPOConfig(PPOConfig):
             }
             for module_id in module_ids
         }
+        if ALLOCATOR in settings:
+            settings[ALLOCATOR]["allocator_credit"] = hierarchy.allocator_credit
         return probe, settings
 
     def _wire_hierarchy(self) -> None:

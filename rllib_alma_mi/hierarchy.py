@@ -24,6 +24,7 @@ from rllib_alma_mi.keys import (
     HEURISTIC_ALLOCATION,
     STATE,
     STATE_KEYS,
+    TASK_RETURNS,
     TEAM_RETURN,
 )
 from rllib_alma_mi.settings import HierarchySettings
@@ -48,6 +49,11 @@ class HierarchicalEnv(MultiAgentEnv):
     Allocator action: MultiDiscrete([T] * N), a task per agent slot (dead slots are ignored).
     Worker observation: the contract observation with `obs_mask` restricted to the worker's
     subtask (itself, its task's entities, agents on the same task), plus `state` when asked.
+
+    With `allocator_credit="task"` the allocator's info, wherever its reward is delivered (its
+    next decision, the episode's end), holds `task_returns` (T,) float32: each task's reward
+    summed over the env steps since its last decision, on the scale of the team reward it
+    receives (see `_task_reward_step`).
     """
 
     def __init__(
@@ -82,6 +88,8 @@ class HierarchicalEnv(MultiAgentEnv):
                     "to imitate); this one does not. Use imitation_steps=0."
                 )
         self.learned = self.settings.allocation == "learned"
+        self.task_credit = self.learned and self.settings.allocator_credit == "task"
+        self._task_rewards_summed = self.task_credit and _task_rewards_summed(base_env)
         self.flat = self.settings.allocation == "none"
         self.possible_agents = ([ALLOCATOR] if self.learned else []) + self.workers
         self.observation_spaces = {w: self._worker_space() for w in self.workers}
@@ -131,6 +139,7 @@ class HierarchicalEnv(MultiAgentEnv):
         self._read_base_obs()
         self._t = 0
         self._alloc_reward = 0.0
+        self._alloc_task_returns = np.zeros(self.n_tasks)
         self._team_return = 0.0
         self._allocation[:] = 0
         self._allocated = False
@@ -176,6 +185,8 @@ class HierarchicalEnv(MultiAgentEnv):
         team_reward = float(np.mean([rewards[a] for a in self._live]))
         self._alloc_reward += team_reward
         self._team_return += team_reward
+        if self.task_credit:
+            self._alloc_task_returns += self._task_reward_step(infos)
         out_rewards = {a: self._worker_reward(a, rewards, infos) for a in self._live}
         terminated = any(terms.values())
         truncated = any(truncs.values()) and not terminated
@@ -188,7 +199,9 @@ class HierarchicalEnv(MultiAgentEnv):
             self._awaiting_allocation = True
             out_rewards[ALLOCATOR] = self._take_alloc_reward()
             obs = {ALLOCATOR: self._allocator_obs()}
-            return obs, out_rewards, self._not_done(), self._not_done(), {ALLOCATOR: {}}
+            return obs, out_rewards, self._not_done(), self._not_done(), {
+                ALLOCATOR: self._allocator_info()
+            }
         if due:
             self._allocate_by_rule()
         return self._worker_obs(), out_rewards, self._not_done(), self._not_done(), infos
@@ -202,7 +215,7 @@ class HierarchicalEnv(MultiAgentEnv):
         if self.learned:
             obs[ALLOCATOR] = self._allocator_obs()
             rewards[ALLOCATOR] = self._take_alloc_reward()
-            out_infos[ALLOCATOR] = stats
+            out_infos[ALLOCATOR] = {**stats, **self._allocator_info()}
         terms = {a: terminated for a in obs} | {"__all__": terminated}
         truncs = {a: truncated for a in obs} | {"__all__": truncated}
         self._awaiting_allocation = False
@@ -214,6 +227,24 @@ class HierarchicalEnv(MultiAgentEnv):
     def _take_alloc_reward(self) -> float:
         reward, self._alloc_reward = self._alloc_reward, 0.0
         return reward
+
+    def _allocator_info(self) -> dict[str, np.ndarray]:
+        """The allocator's info where its reward is delivered: `task_returns` (T,) float32
+        with task credit (then reset for the next interval), else nothing."""
+        if not self.task_credit:
+            return {}
+        returns = self._alloc_task_returns.astype(np.float32)
+        self._alloc_task_returns = np.zeros(self.n_tasks)
+        return {TASK_RETURNS: returns}
+
+    def _task_reward_step(self, infos: dict) -> np.ndarray:
+        """(T,) this step's task rewards on the team reward's scale: as the team reward is the
+        mean of the acting agents' rewards, the mean of their `task_rewards`, divided by their
+        number when the env's task rewards add up every agent's reward (LBF, RWARE: then
+        they sum to the team reward exactly)."""
+        rows = [np.asarray(infos[a]["task_rewards"], dtype=np.float64) for a in self._live]
+        per_agent = np.mean(rows, axis=0)
+        return per_agent / len(rows) if self._task_rewards_summed else per_agent
 
     def _worker_reward(self, agent: str, rewards: dict, infos: dict) -> float:
         if self.flat or self.settings.worker_reward == "team":
@@ -319,6 +350,19 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def close(self):
         self.base.close()
+
+
+def _task_rewards_summed(base_env) -> bool:
+    """The env's `task_rewards_summed_over_agents` (see `envs.contract.ContractParallelEnv`);
+    False when it does not say."""
+    summed = getattr(base_env, "task_rewards_summed_over_agents", False)
+    if not isinstance(summed, bool | np.bool_):
+        raise ValueError(
+            f"{type(base_env).__name__}.task_rewards_summed_over_agents={summed!r} must be a "
+            "bool: True when sum(task_rewards) == sum(rewards.values()), False when the task "
+            "rewards split each agent's reward"
+        )
+    return bool(summed)
 
 
 def _owned(obs: dict[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:

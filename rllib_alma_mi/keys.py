@@ -28,6 +28,8 @@ SOLVED = "solved"
 TASKS_COMPLETED = "tasks_completed_frac"
 TASKS_BURNED = "tasks_burned_frac"
 EPISODE_STATS = (SOLVED, TASKS_COMPLETED, TASKS_BURNED)
+# The allocator's info with allocator_credit="task": each task's reward since its last decision.
+TASK_RETURNS = "task_returns"
 TEAM_RETURN = "team_return"  # the team's return, comparable across methods
 BASE_ENV_STEPS = "base_env_steps"  # the wrapped env's steps in the episode
 BASE_ENV_STEPS_LIFETIME = "num_base_env_steps_lifetime"
@@ -39,6 +41,9 @@ MI_SKIPPED = "mi_skipped"
 IMITATION_LOSS = "imitation_loss"
 IMITATION_WEIGHT = "imitation_weight"
 IMITATION_SKIPPED = "imitation_skipped"
+PER_CHOICE_POLICY_LOSS = "per_choice_policy_loss"
+TASK_VF_LOSS = "task_vf_loss"
+TASK_VF_EXPLAINED_VAR = "task_vf_explained_var"
 
 
 def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:

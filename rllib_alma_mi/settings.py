@@ -16,6 +16,7 @@ from rllib_alma_mi.keys import ALLOCATOR, WORKER
 ALLOCATIONS = ("learned", "heuristic", "random", "none")
 WORKER_REWARDS = ("task", "team")
 ALLOCATOR_VIEWS = ("global", "team")
+ALLOCATOR_CREDITS = ("team", "task")
 MI_MEASURES = ("JSD", "GAN", "KL")
 MI_SCHEMES = (1, 2, 3)
 MI_TARGETS = ("task_mean", "entity_mean", "global_state")
@@ -134,6 +135,12 @@ class HierarchySettings(_Settings):
         reads it). Needs allocation="learned" and an environment with `heuristic_allocation()`.
     imitation_weight: the imitation loss's initial weight (its loss is the negative joint
         log-prob of the heuristic's allocation, per decision).
+    allocator_credit: how PPO credits the allocator's N pointer choices. "team" (default): every
+        choice is weighted by the one team advantage of the decision. "task": the hierarchy also
+        hands the allocator the reward of each task since its last decision
+        (`infos["allocator"]["task_returns"]`), the allocator learns a value per task, and each
+        agent's choice is weighted by the per-task GAE advantage of the task it chose, in a PPO
+        surrogate clipped per choice. Needs allocation="learned" (new API stack only).
     """
 
     allocation: str = "learned"
@@ -143,6 +150,7 @@ class HierarchySettings(_Settings):
     allocator_view: str = "global"
     imitation_steps: int = 0
     imitation_weight: float = 1.0
+    allocator_credit: str = "team"
 
     def __post_init__(self) -> None:
         check_choice("allocation", self.allocation, ALLOCATIONS)
@@ -157,6 +165,13 @@ class HierarchySettings(_Settings):
                 f"imitation_steps={self.imitation_steps} trains the learned allocator to imitate "
                 f"the heuristic, but allocation={self.allocation!r} has no learned allocator; "
                 "use allocation='learned' or imitation_steps=0"
+            )
+        check_choice("allocator_credit", self.allocator_credit, ALLOCATOR_CREDITS)
+        if self.allocator_credit == "task" and self.allocation != "learned":
+            raise ValueError(
+                f"allocator_credit='task' credits the learned allocator's choices per task, but "
+                f"allocation={self.allocation!r} has no learned allocator; use "
+                "allocation='learned' or allocator_credit='team'"
             )
 
     @property

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from rllib_alma_mi import AlmaPPOConfig
 from rllib_alma_mi.settings import (
     ALLOCATIONS,
+    ALLOCATOR_CREDITS,
     ALLOCATOR_VIEWS,
     ALMA_KEYS,
     MI_MEASURES,
@@ -37,6 +38,7 @@ ALMA_VALID = {
     "allocator_view": st.sampled_from(ALLOCATOR_VIEWS),
     "imitation_steps": st.sampled_from([0, 0, 1000]),
     "imitation_weight": st.sampled_from([0.0, 1.0]),
+    "allocator_credit": st.sampled_from(ALLOCATOR_CREDITS),
     "embed_dim": st.sampled_from([4, 8, 16]),
     "n_heads": st.sampled_from([1, 2, 4]),
     "agent_attention": st.booleans(),

@@ -287,7 +287,9 @@ def evaluation_env_config(
         )
     block = {**config.get(HIERARCHY_KEY, {}), "allocation": allocation}
     if allocation != "learned":
-        block["imitation_steps"] = 0  # a training-time term of the learned allocator only
+        # Training-time terms of the learned allocator only.
+        block["imitation_steps"] = 0
+        block["allocator_credit"] = "team"
     config[HIERARCHY_KEY] = block
     return config
 

@@ -9,6 +9,17 @@ it; training never stops on it.
 
 from rllib_alma_mi.losses.imitation import ImitationLoss
 from rllib_alma_mi.losses.mutual_info import MutualInfoLoss
+from rllib_alma_mi.losses.per_choice import PerChoiceInputs, PerChoicePPOLoss
+from rllib_alma_mi.losses.task_credit import choice_advantages, per_task_gae, standardized
 from rllib_alma_mi.losses.terms import LossTerms
 
-__all__ = ["ImitationLoss", "LossTerms", "MutualInfoLoss"]
+__all__ = [
+    "ImitationLoss",
+    "LossTerms",
+    "MutualInfoLoss",
+    "PerChoiceInputs",
+    "PerChoicePPOLoss",
+    "choice_advantages",
+    "per_task_gae",
+    "standardized",
+]

@@ -12,6 +12,7 @@ from rllib_alma_mi.nn.mi_targets import (
     task_mean,
 )
 from rllib_alma_mi.nn.mine import MEASURES, MINE
+from rllib_alma_mi.nn.task_value import TaskValueNet
 from rllib_alma_mi.nn.worker import WorkerNet
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "GlobalStateEncoder",
     "JointAllocationLogits",
     "MIHead",
+    "TaskValueNet",
     "WorkerNet",
     "entity_mean",
     "masked_mean",

@@ -39,6 +39,10 @@ class GlobalStateEncoder(nn.Module):
         )
 
     def forward(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.features(state)[1]
+
+    def features(self, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-entity features (B, E, D), zeros on dead rows; the summary (B, D))."""
         for key in ("entities", "entity_mask"):
             if key not in state:
                 raise ValueError(f"state is missing {key!r}")
@@ -51,7 +55,8 @@ class GlobalStateEncoder(nn.Module):
         _check_pair(entities, mask, "state['entities']", "state['entity_mask']")
         live = as_bool(mask)
         per_entity = self.phi(entities.masked_fill(~live[..., None], 0.0))
-        return self.rho(masked_mean(per_entity, live))
+        summary = self.rho(masked_mean(per_entity, live))
+        return per_entity.masked_fill(~live[..., None], 0.0), summary
 
 
 def _check_pair(x: torch.Tensor, mask: torch.Tensor, x_name: str, mask_name: str) -> None:

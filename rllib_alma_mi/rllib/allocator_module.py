@@ -13,9 +13,10 @@ from rllib_alma_mi.keys import HEURISTIC_ALLOCATION, TRAINING_ONLY_KEYS
 from rllib_alma_mi.nn.allocation import AllocatorNet
 from rllib_alma_mi.nn.mi_head import MIHead
 from rllib_alma_mi.nn.mi_targets import GlobalStateEncoder
+from rllib_alma_mi.nn.task_value import TaskValueNet
 from rllib_alma_mi.rllib.acting import NoModeSwitchActing
 from rllib_alma_mi.rllib.allocation_dist import joint_allocation_cls
-from rllib_alma_mi.settings import ModelSettings
+from rllib_alma_mi.settings import ALLOCATOR_CREDITS, ModelSettings, check_choice
 
 # forward_train output: joint log-prob (B,) of the heuristic's allocation, when observed.
 IMITATION_LOGP = "imitation_logp"
@@ -33,8 +34,14 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
     `heuristic_allocation` observed it also gives that allocation's joint log-prob
     (`imitation_logp`, for the learner's imitation term).
 
-    model_config: `embed_dim`, `n_heads`, `agent_attention`, `relative_scale`, and the MI
-    settings (`mi_*`, `use_mutual_info`) when this module carries the MI term.
+    model_config: `embed_dim`, `n_heads`, `agent_attention`, `relative_scale`, the MI
+    settings (`mi_*`, `use_mutual_info`) when this module carries the MI term, and
+    `allocator_credit` ("team" when absent).
+
+    Critic: with "team" credit a deep-sets encoder of the visible entities and a linear value
+    (B,). With "task" credit a value per task (`compute_task_values`, (B, T), `TaskValueNet`)
+    instead, and `compute_values` is their sum over the live tasks, so RLlib's GAE over the
+    team reward still has the team value it expects.
     """
 
     def setup(self) -> None:
@@ -55,8 +62,13 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
             relative_scale=model.relative_scale,
             keep_bias=model.keep_bias,
         )
-        self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
-        self.value_out = torch.nn.Linear(embed_dim, 1)
+        self.allocator_credit = cfg.get("allocator_credit", "team")
+        check_choice("allocator_credit", self.allocator_credit, ALLOCATOR_CREDITS)
+        if self.allocator_credit == "task":
+            self.task_value_net = TaskValueNet(self.n_features, embed_dim)
+        else:
+            self.value_net = GlobalStateEncoder(self.n_features, embed_dim)
+            self.value_out = torch.nn.Linear(embed_dim, 1)
         self.mi = MIHead.from_model_config(cfg, x_dim=embed_dim, n_features=self.n_features)
         # Whether forward_train scores the heuristic's allocation; the learner turns it off
         # once the imitation weight has decayed to 0.
@@ -98,10 +110,32 @@ class AllocatorModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
         return out
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        """The team value (B,)."""
+        if self.allocator_credit == "task":
+            return self.compute_task_values(batch).sum(dim=-1)
         obs = batch[Columns.OBS]
         visible = obs["entity_mask"].bool() & obs["obs_mask"].bool()
         pooled = self.value_net({"entities": obs["entities"], "entity_mask": visible})
         return self.value_out(pooled).squeeze(-1)
+
+    def compute_task_values(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The value of each task (B, T), 0 for tasks that are not live; "task" credit only."""
+        if self.allocator_credit != "task":
+            raise ValueError(
+                "compute_task_values needs the per-task critic of allocator_credit='task'; this "
+                f"module was built with allocator_credit={self.allocator_credit!r}"
+            )
+        obs = batch[Columns.OBS]
+        visible = obs["entity_mask"].bool() & obs["obs_mask"].bool()
+        return self.task_value_net(
+            obs["entities"], visible, obs["entity2task"], obs["task_mask"]
+        )
+
+    def live_choices(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(B, N) bool: the pointer steps that choose (a live agent in a sample with a live
+        task); the others are forced to task 0 and carry no decision."""
+        _, forced = self.net.allowed_choices(self._acting_obs(batch))
+        return ~forced
 
     def _dist_cls(self):
         return joint_allocation_cls(self.n_tasks)

@@ -1,5 +1,5 @@
-"""PPO learner that adds the MINE term, `total = ppo_loss + mi_weight * mi_loss`, and the
-allocator's optional imitation of the heuristic allocation."""
+"""PPO learner that adds the MINE term, `total = ppo_loss + mi_weight * mi_loss`, the
+allocator's optional imitation of the heuristic allocation, and its optional per-task credit."""
 
 from __future__ import annotations
 
@@ -8,15 +8,37 @@ import math
 from typing import Any
 
 import torch
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+)
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from rllib_alma_mi.keys import IMITATION_SKIPPED, IMITATION_WEIGHT, MI_SKIPPED
-from rllib_alma_mi.losses import ImitationLoss, LossTerms, MutualInfoLoss
+from rllib_alma_mi.keys import (
+    ALLOCATOR,
+    IMITATION_SKIPPED,
+    IMITATION_WEIGHT,
+    MI_SKIPPED,
+    PER_CHOICE_POLICY_LOSS,
+    TASK_VF_EXPLAINED_VAR,
+    TASK_VF_LOSS,
+)
+from rllib_alma_mi.losses import (
+    ImitationLoss,
+    LossTerms,
+    MutualInfoLoss,
+    PerChoiceInputs,
+    PerChoicePPOLoss,
+)
+from rllib_alma_mi.losses.per_choice import ENTROPY
+from rllib_alma_mi.nn.joint_allocation import JointAllocationLogits
 from rllib_alma_mi.rllib.allocator_module import IMITATION_LOGP
 from rllib_alma_mi.rllib.minibatches import ProportionalMiniBatchIterator
+from rllib_alma_mi.rllib.task_credit import TASK_ADVANTAGES, TASK_VALUE_TARGETS, PerTaskGAE
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +176,33 @@ class AlmaPPOLearner(PPOTorchLearner):
     into huge values before stepping, and with `torch_skip_nan_gradients=True` it steps on them.
     (`AlmaPPOConfig` sets that flag: nothing non-finite reaches RLlib's step, and the flag turns
     off its per-tensor checks.)
+
+    With `allocator_credit="task"` the learner connector gets a `PerTaskGAE` piece after
+    RLlib's GAE, and the allocator's PPO loss is `PerChoicePPOLoss` (a clipped surrogate per
+    pointer choice with per-task advantages, a per-task value loss, the joint entropy), logged
+    as `per_choice_policy_loss`, `task_vf_loss` and `task_vf_explained_var`, and under PPO's
+    own names (`policy_loss`, `vf_loss`, `entropy`, `mean_kl_loss`, `vf_explained_var`).
     """
 
     def build(self) -> None:
         torch.set_num_threads(learner_threads(self.config))
         self._imitation_weight = imitation_weight_at(self.config, 0)
         self._warned: set[tuple[str, str]] = set()
+        self._task_credit = getattr(self.config, "allocator_credit", "team") == "task"
         super().build()
+        if self._task_credit:
+            if self._learner_connector is None or not (
+                self.config.add_default_connectors_to_learner_pipeline
+            ):
+                raise ValueError(
+                    "allocator_credit='task' computes its per-task GAE in the learner "
+                    "connector after RLlib's GAE; keep the default learner connectors "
+                    "(add_default_connectors_to_learner_pipeline=True) or use "
+                    "allocator_credit='team'"
+                )
+            self._learner_connector.append(
+                PerTaskGAE(gamma=self.config.gamma, lambda_=self.config.lambda_)
+            )
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's Adam, fused into one kernel over all parameters: on CPU torch defaults to
@@ -176,10 +218,13 @@ class AlmaPPOLearner(PPOTorchLearner):
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
-        batch = renormalized_advantages(batch)
-        loss = super().compute_loss_for_module(
-            module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
-        )
+        if module_id == ALLOCATOR and self._task_credit:
+            loss = self._per_choice_loss(module_id, config, batch, fwd_out)
+        else:
+            batch = renormalized_advantages(batch)
+            loss = super().compute_loss_for_module(
+                module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
+            )
         loss_mask = batch.get(Columns.LOSS_MASK)
         if IMITATION_LOGP in fwd_out:
             terms = ImitationLoss()(fwd_out[IMITATION_LOGP], loss_mask)
@@ -190,6 +235,59 @@ class AlmaPPOLearner(PPOTorchLearner):
             terms = MutualInfoLoss(head)(fwd_out, loss_mask)
             self._log_terms(module_id, terms, MI_SKIPPED)
             loss = loss + config.mi_weight * terms.loss
+        return loss
+
+    def _per_choice_loss(
+        self, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        """The allocator's PPO loss with per-task credit (`PerChoicePPOLoss`), plus PPO's KL
+        term when `use_kl_loss`; logs its terms."""
+        module = self.module[module_id].unwrapped()
+        loss_mask = batch.get(Columns.LOSS_MASK)
+        step_logits = fwd_out[Columns.ACTION_DIST_INPUTS].unflatten(-1, (-1, module.n_tasks))
+        old_logits = batch[Columns.ACTION_DIST_INPUTS].unflatten(-1, (-1, module.n_tasks))
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        terms = PerChoicePPOLoss(
+            clip_param=config.clip_param,
+            vf_loss_coeff=config.vf_loss_coeff,
+            entropy_coeff=float(entropy_coeff),
+            vf_clip_param=config.vf_clip_param,
+        )(
+            PerChoiceInputs(
+                step_logits=step_logits,
+                old_step_logits=old_logits,
+                allocation=batch[Columns.ACTIONS],
+                live_choices=module.live_choices(batch),
+                task_advantages=batch[TASK_ADVANTAGES],
+                task_value_targets=batch[TASK_VALUE_TARGETS],
+                task_values=module.compute_task_values(batch),
+                task_mask=batch[Columns.OBS]["task_mask"],
+                loss_mask=loss_mask,
+            )
+        )
+        loss = terms.loss
+        kl = torch.zeros((), device=loss.device)
+        if config.use_kl_loss:
+            rows = (
+                loss_mask.bool() if loss_mask is not None
+                else torch.ones(len(step_logits), dtype=torch.bool, device=loss.device)
+            )
+            action_kl = JointAllocationLogits(old_logits).kl(JointAllocationLogits(step_logits))
+            kl = action_kl[rows].sum() / rows.sum().clamp(min=1)
+            loss = loss + self.curr_kl_coeffs_per_module[module_id] * kl
+        metrics = terms.metrics
+        self.metrics.log_dict(
+            {
+                **metrics,
+                POLICY_LOSS_KEY: metrics[PER_CHOICE_POLICY_LOSS],
+                VF_LOSS_KEY: metrics[TASK_VF_LOSS],
+                ENTROPY_KEY: metrics[ENTROPY],
+                LEARNER_RESULTS_KL_KEY: kl.detach(),
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: metrics[TASK_VF_EXPLAINED_VAR],
+            },
+            key=module_id,
+            window=1,
+        )
         return loss
 
     def _log_terms(self, module_id: str, terms: LossTerms, skip_counter: str) -> None:

@@ -38,6 +38,11 @@ def wire_old_stack(config: PPOConfig) -> None:
             f"imitation_steps={config.imitation_steps}: the allocator's imitation term exists "
             "on the new API stack only; use imitation_steps=0 on the old stack"
         )
+    if config.allocator_credit != "team":
+        raise ValueError(
+            f"allocator_credit={config.allocator_credit!r}: per-task credit of the allocator "
+            "exists on the new API stack only; use allocator_credit='team' on the old stack"
+        )
     probe, settings = config.prepare_hierarchy()
     policy_ids = list(settings)
     policies = {}
