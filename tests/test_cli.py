@@ -1,10 +1,10 @@
 """The `rllib-alma-mi` console script, verb by verb, on tiny budgets.
 
 One trained run (`conftest.trained_run`, shared with the tracker tests) serves train,
-evaluate, render and plot; resume and sweep train their own tiny runs. `train`, `resume` and
-`sweep` run the installed script in a subprocess; the verbs that only read files or fail on
-bad input call the same `main` in this process (`conftest.run_cli`), so the suite pays Ray's
-and torch's import once.
+evaluate, render and plot; resume and sweep train their own tiny runs. `train` and the run
+that `resume` interrupts run the installed script in a subprocess; the other verbs call the
+same `main` in this process (`conftest.run_cli`, on the session's Ray), so the suite pays
+Ray's and torch's import and Ray's start once.
 """
 
 import json
@@ -206,6 +206,7 @@ def test_plot_writes_a_png_and_rejects_unknown_metrics(trained, workdir, capsys)
     assert "did you mean 'solved'?" in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_resume_continues_from_the_last_checkpoint(workdir, capsys):
     out = workdir / "resumable"
     proc = subprocess.Popen(
@@ -225,9 +226,9 @@ def test_resume_continues_from_the_last_checkpoint(workdir, capsys):
     last_iteration = len(checkpoints)  # one checkpoint per iteration: checkpoint_00000k = k + 1
     assert last_iteration < 4
 
-    resumed = run(workdir, "train", "--resume", str(out))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    iterations = [int(m.group(1)) for m in PROGRESS.finditer(resumed.stdout)]
+    code, resumed, stderr = run_cli(capsys, "train", "--resume", str(out))
+    assert code == 0, stderr[-3000:]
+    iterations = [int(m.group(1)) for m in PROGRESS.finditer(resumed)]
     assert iterations[0] == last_iteration + 1 and iterations[-1] == 4
     rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
     seen = [r["training_iteration"] for r in rows]
@@ -237,11 +238,13 @@ def test_resume_continues_from_the_last_checkpoint(workdir, capsys):
     assert code == 0, stderr[-3000:]
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_sweep_runs_one_trial_per_grid_point_and_seed(workdir, capsys):
     out = workdir / "sweep"
-    proc = run(workdir, "sweep", "--config", "tiny.yaml", "--grid", "mi_weight=0.0001,0.01",
-               "--seeds", "2", "--stop-iters", "1", "--output", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, _, stderr = run_cli(capsys, "sweep", "--config", str(workdir / "tiny.yaml"), "--grid",
+                              "mi_weight=0.0001,0.01", "--seeds", "2", "--stop-iters", "1",
+                              "--output", str(out))
+    assert code == 0, stderr[-3000:]
     points = set()
     for trial in trial_dirs(out):
         params = json.loads((trial / "params.json").read_text())
