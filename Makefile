@@ -27,7 +27,7 @@ demo: setup
 	@echo "  TensorBoard events, checkpoints: tensorboard --logdir out/demo)"
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The quick benchmarks (about 10 minutes); `make learning` runs the learning table (hours).
 BENCHES := env_throughput mine_speed mine_gaussian train_throughput scripted_reference

@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # `make test` runs two workers
+if XDIST_WORKER:
+    # One torch thread per worker (read when torch is imported, after this): two workers at
+    # torch's default of a thread per core would oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The longest files first, so that no long file starts when the other worker is nearly done;
+# the tracker tests last, when the CLI tests' worker has made the run they share.
+FIRST = ("test_cli.py", "test_learning.py", "test_cluster.py", "test_training.py",
+         "test_reliability.py", "test_evolution.py", "test_benchmarks.py", "test_learners.py",
+         "test_mine.py")
+LAST = ("test_trackers.py",)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        if name in FIRST:
+            return FIRST.index(name)
+        return len(FIRST) + 1 if name in LAST else len(FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -168,10 +191,28 @@ def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """(run directory, completed process) of `train` on `TINY_EXPERIMENT` (2 iterations, a
     checkpoint after each) with every installed tracker (`TRACKERS`), run as a user would: the
     installed script, in an environment that configures no tracker and has no stored login.
-    The CLI's train/evaluate/render/plot tests and the tracker tests all read this one run."""
+    The CLI's train/evaluate/render/plot tests and the tracker tests all read this one run;
+    under pytest-xdist the first worker to ask trains it and the others wait for it (a file
+    lock in the directory that all of this session's workers share)."""
+    if not XDIST_WORKER:
+        return _train_tiny_experiment(tmp_path_factory.mktemp("trained"))
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    path, record = shared / "trained", shared / "trained.json"
+    with FileLock(str(shared / "trained.lock")):
+        if not record.exists():
+            path.mkdir()
+            out, proc = _train_tiny_experiment(path)
+            record.write_text(json.dumps(
+                {"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout,
+                 "stderr": proc.stderr}))
+    return path / "run", subprocess.CompletedProcess(**json.loads(record.read_text()))
+
+
+def _train_tiny_experiment(path: Path) -> tuple[Path, subprocess.CompletedProcess]:
     import yaml
 
-    path = tmp_path_factory.mktemp("trained")
     (path / "tiny.yaml").write_text(yaml.safe_dump(TINY_EXPERIMENT))
     env = {k: v for k, v in os.environ.items() if k not in TRACKER_ENV}
     env.update(RAY_ADDRESS="local", HOME=str(path))
