@@ -24,6 +24,7 @@ from rllib_alma_mi.keys import (
     HEURISTIC_ALLOCATION,
     STATE,
     STATE_KEYS,
+    SUBTASK,
     TASK_RETURNS,
     TEAM_RETURN,
 )
@@ -33,6 +34,7 @@ from rllib_alma_mi.views import (
     allocator_observation,
     live_task_violation,
     random_allocation,
+    subtask_entities,
     subtask_obs_mask,
 )
 
@@ -49,6 +51,8 @@ class HierarchicalEnv(MultiAgentEnv):
     Allocator action: MultiDiscrete([T] * N), a task per agent slot (dead slots are ignored).
     Worker observation: the contract observation with `obs_mask` restricted to the worker's
     subtask (itself, its task's entities, agents on the same task), plus `state` when asked.
+    With `subtask_mask=False` (ALMA's "no mask" variant) the worker keeps its whole view and
+    `subtask` (E,) marks its subtask's entities instead, so it still knows what it was given.
 
     With `allocator_credit="task"` the allocator's info, wherever its reward is delivered (its
     next decision, the episode's end), holds `task_returns` (T,) float32: each task's reward
@@ -91,6 +95,7 @@ class HierarchicalEnv(MultiAgentEnv):
         self.task_credit = self.learned and self.settings.allocator_credit == "task"
         self._task_rewards_summed = self.task_credit and _task_rewards_summed(base_env)
         self.flat = self.settings.allocation == "none"
+        self.marks_subtask = not self.flat and not self.settings.subtask_mask
         self.possible_agents = ([ALLOCATOR] if self.learned else []) + self.workers
         self.observation_spaces = {w: self._worker_space() for w in self.workers}
         self.action_spaces = {w: base_env.action_space(w) for w in self.workers}
@@ -108,6 +113,8 @@ class HierarchicalEnv(MultiAgentEnv):
 
     def _worker_space(self) -> gym.spaces.Dict:
         spaces = dict(self._base_obs_space.spaces)
+        if self.marks_subtask:
+            spaces[SUBTASK] = binary_box((self.n_entities,))
         if self.include_state:
             spaces[STATE] = self._state_space()
         return gym.spaces.Dict(spaces)
@@ -338,6 +345,11 @@ class HierarchicalEnv(MultiAgentEnv):
             if restrict:
                 obs["obs_mask"] = subtask_obs_mask(
                     obs["obs_mask"], self._slot[a], self._allocation, self._slot.values(),
+                    self._state["entity2task"],
+                )
+            elif self.marks_subtask:
+                obs[SUBTASK] = subtask_entities(
+                    self._slot[a], self._allocation, self._slot.values(),
                     self._state["entity2task"],
                 )
             if self.include_state:

@@ -19,6 +19,7 @@ HEURISTIC_ALLOCATION = "heuristic_allocation"  # the imitation target, training 
 AGENT_MASK = "agent_mask"
 AGENT_OBS_MASK = "agent_obs_mask"
 CURRENT_ALLOCATION = "current_allocation"  # each slot's task now, -1 before the first
+SUBTASK = "subtask"  # a worker's subtask entities, when it sees beyond them (subtask_mask off)
 TRAINING_ONLY_KEYS = (STATE, HEURISTIC_ALLOCATION)
 # The keys of `env.state()` in the contract.
 STATE_KEYS = ("entities", "entity_mask", "entity2task", "task_mask")

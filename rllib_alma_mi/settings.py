@@ -125,7 +125,8 @@ class HierarchySettings(_Settings):
         "random" (uniform over live tasks) or "none" (flat: no allocator, no subtask mask).
     alloc_interval: env steps between allocations (also re-allocates when a task resolves).
     worker_reward: "task" (the assigned task's reward, as ALMA) or "team".
-    subtask_mask: restrict each worker's view to its subtask (ALMA); False = ALMA's "no mask".
+    subtask_mask: restrict each worker's view to its subtask (ALMA); False = ALMA's "no mask":
+        the worker keeps its whole view and its observation marks its subtask's entities.
     allocator_view: "global" (the centralized state) or "team" (the union of the agents' sight).
     imitation_steps: RLlib env steps (its `num_env_steps_sampled_lifetime`, which also counts
         the allocation steps) over which the learned allocator also imitates the environment's

@@ -59,6 +59,23 @@ def allocator_observation(
     }
 
 
+def subtask_entities(
+    slot: int,
+    allocation: np.ndarray,
+    live_slots: Iterable[int],
+    entity2task: np.ndarray,
+) -> np.ndarray:
+    """The entities of agent slot `slot`'s subtask (E,) int8: the agent itself, the entities of
+    its task (`entity2task` (E, T)) and the live agents (`live_slots`) assigned to the same
+    task in `allocation` (N,)."""
+    task = allocation[slot]
+    members = entity2task[:, task].astype(bool)
+    mates = [s for s in live_slots if allocation[s] == task]
+    members[mates] = True
+    members[slot] = True
+    return members.astype(np.int8)
+
+
 def subtask_obs_mask(
     obs_mask: np.ndarray,
     slot: int,
@@ -66,18 +83,12 @@ def subtask_obs_mask(
     live_slots: Iterable[int],
     entity2task: np.ndarray,
 ) -> np.ndarray:
-    """A worker's `obs_mask` (E,) restricted to its subtask, as ALMA's low-level agents see.
-
-    Kept: the agent itself, the entities of its task (`entity2task` (E, T)) and the live agents
-    (`live_slots`) assigned to the same task in `allocation` (N,), each only where `obs_mask`
-    already shows it. Returns int8 (E,).
+    """A worker's `obs_mask` (E,) restricted to its subtask (`subtask_entities`), as ALMA's
+    low-level agents see: each entity of the subtask only where `obs_mask` already shows it.
+    Returns int8 (E,).
     """
-    task = allocation[slot]
-    allowed = entity2task[:, task].astype(bool)
-    mates = [s for s in live_slots if allocation[s] == task]
-    allowed[mates] = True
-    allowed[slot] = True
-    return (obs_mask.astype(bool) & allowed).astype(np.int8)
+    members = subtask_entities(slot, allocation, live_slots, entity2task).astype(bool)
+    return (obs_mask.astype(bool) & members).astype(np.int8)
 
 
 def allocation_due(

@@ -189,6 +189,45 @@ def test_flat_export_has_only_the_worker_and_acts_as_the_evaluation(flat):
         TeamPolicy.load(out, allocation="heuristic")
 
 
+@pytest.fixture(scope="module")
+def unmasked(ray_session, tmp_path_factory):
+    """The learned hierarchy with `subtask_mask=False` (workers see everything and read which
+    entities are their subtask's), its subtask vector set away from its zero start, exported in
+    both formats."""
+    algo = tiny_config(env_config=SMALL_CITY, subtask_mask=False,
+                       use_mutual_info=False).build_algo()
+    with torch.no_grad():
+        algo.get_module("worker").pi_net.subtask_vector.normal_(generator=torch.manual_seed(0))
+    root = tmp_path_factory.mktemp("unmasked")
+    for fmt in FORMATS:
+        export_algorithm(algo, root / fmt, fmt)
+    yield algo, root
+    algo.stop()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_workers_that_mark_their_subtask_export_with_it_and_act_as_the_evaluation(unmasked, fmt):
+    algo, root = unmasked
+    policy = TeamPolicy.load(root / fmt)
+    workers = hierarchy_observations(algo)["worker"]
+    obs = stack(workers, workers[0])
+    assert "subtask" in obs
+    with torch.no_grad():
+        want = algo.get_module("worker").forward_inference(
+            {Columns.OBS: {k: torch.as_tensor(v) for k, v in obs.items()}}
+        )[Columns.ACTION_DIST_INPUTS].numpy()
+    np.testing.assert_allclose(policy.worker_logits(obs), want, atol=1e-5, rtol=0)
+    flipped = policy.worker_logits({**obs, "subtask": 1 - obs["subtask"]})
+    assert np.abs(flipped - want).max() > 1e-3  # the export reads the marks
+    want_actions, want_allocations, want_return = evaluation_trace(algo, 0)
+    actions, allocations, result = deploy_trace(policy, 0)
+    assert actions == want_actions
+    assert allocations == want_allocations
+    assert result.team_return == pytest.approx(want_return, abs=1e-9)
+    with pytest.raises(DeployError, match="subtask_mask=False"):
+        policy.worker_logits({k: v for k, v in obs.items() if k != "subtask"})
+
+
 def test_sampled_actions_are_allowed_and_reproducible_by_seed(learned):
     _, _, exports = learned
     policy = TeamPolicy.load(exports["onnx"])

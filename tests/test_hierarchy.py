@@ -5,7 +5,7 @@ import pytest
 from custom_env import LineVisitEnv
 
 from rllib_alma_mi.hierarchy import HierarchicalEnv
-from rllib_alma_mi.keys import ALLOCATOR
+from rllib_alma_mi.keys import ALLOCATOR, SUBTASK
 from rllib_alma_mi.settings import HierarchySettings
 
 
@@ -43,11 +43,28 @@ def test_co_assigned_agents_see_each_other():
     assert np.flatnonzero(obs["agent_0"]["obs_mask"]).tolist() == [0, 1, 3]
 
 
-def test_no_subtask_mask_keeps_full_view():
+def test_no_subtask_mask_keeps_full_view_and_marks_the_subtask():
     env = make(subtask_mask=False)
     env.reset(seed=0)
-    obs, *_ = env.step({ALLOCATOR: np.array([0, 0])})
+    obs, *_ = env.step({ALLOCATOR: np.array([0, 2])})
     assert obs["agent_0"]["obs_mask"].sum() == 5
+    n = 2
+    # each worker knows what it was given: itself and its target (no mate on its task)
+    assert np.flatnonzero(obs["agent_0"][SUBTASK]).tolist() == [0, n + 0]
+    assert np.flatnonzero(obs["agent_1"][SUBTASK]).tolist() == [1, n + 2]
+    assert all(env.observation_spaces[a].contains(o) for a, o in obs.items())
+    obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+    assert np.flatnonzero(obs["agent_0"][SUBTASK]).tolist() == [0, n + 0]
+
+
+@pytest.mark.parametrize("settings", [{}, {"allocation": "none"}])
+def test_workers_with_the_subtask_mask_or_flat_get_no_subtask_key(settings):
+    env = make(**settings)
+    obs, _ = env.reset(seed=0)
+    if ALLOCATOR in obs:
+        obs, *_ = env.step({ALLOCATOR: np.array([0, 2])})
+    assert all(SUBTASK not in o for o in obs.values())
+    assert all(SUBTASK not in env.observation_spaces[a].spaces for a in obs)
 
 
 def test_allocator_reacts_every_interval_and_gets_summed_team_reward():

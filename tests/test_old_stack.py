@@ -59,15 +59,19 @@ def test_imitation_is_rejected_on_the_old_stack():
         config.validate()
 
 
-def test_worker_mi_scheme_trains_on_the_old_stack():
+def test_worker_mi_scheme_and_subtask_marks_train_on_the_old_stack():
     """Scheme 1: the worker carries the MI term; its nested `state` observation is flattened
-    and restored by RLlib's preprocessor."""
-    config = small_config(old_stack=True, mi_scheme=1, mi_target="global_state")
+    and restored by RLlib's preprocessor, as is `subtask` without the subtask mask (whose
+    learned vector leaves zero in the update)."""
+    config = small_config(old_stack=True, mi_scheme=1, mi_target="global_state",
+                          subtask_mask=False)
     algo = config.build_algo()
     try:
         learner = algo.train()["info"]["learner"]
         assert np.isfinite(learner["worker"]["model"]["mi_value"])
         assert learner["allocator"]["model"] == {}
+        vector = algo.get_policy("worker").model.module.pi_net.subtask_vector
+        assert vector.abs().sum() > 0
     finally:
         algo.stop()
 

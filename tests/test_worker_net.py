@@ -156,3 +156,26 @@ def test_folded_readout_equals_embedding_every_entity_then_attending(seed):
             assert g_fast is None, name
             continue
         torch.testing.assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_subtask_marks_start_neutral_then_steer_the_policy_and_are_required():
+    obs = make_obs()
+    obs["action_mask"][:, 0] = 1
+    torch.manual_seed(0)
+    plain = WorkerNet(F, A, embed_dim=D)
+    torch.manual_seed(0)
+    marking = WorkerNet(F, A, embed_dim=D, marks_subtask=True)
+    marked = {**obs, "subtask": (torch.rand(B, E) < 0.5).to(torch.int8)}
+    # the learned vector starts at zero: the same function as the net without marks
+    torch.testing.assert_close(marking(marked)[0], plain(obs)[0])
+    logits, _ = marking(marked)
+    logits[obs["action_mask"].bool()].sum().backward()
+    assert marking.subtask_vector.grad is not None and marking.subtask_vector.grad.abs().sum() > 0
+    with torch.no_grad():
+        marking.subtask_vector.normal_()
+    other = {**marked, "subtask": 1 - marked["subtask"]}
+    assert not torch.allclose(marking(marked)[0], marking(other)[0])
+    with pytest.raises(ValueError, match="subtask"):
+        marking(obs)
+    with pytest.raises(ValueError, match="subtask"):
+        marking({**obs, "subtask": torch.ones(B, E + 1)})

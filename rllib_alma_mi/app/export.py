@@ -58,12 +58,13 @@ class WorkerGraph(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, entities, entity_mask, obs_mask, agent_index, action_mask):
+    def forward(self, entities, entity_mask, obs_mask, agent_index, action_mask, subtask):
         obs = {
             "entities": entities,
             "entity_mask": entity_mask,
             "obs_mask": obs_mask,
             "agent_index": agent_index,
+            "subtask": subtask,
         }
         return self.net.logits(self.net.encode(obs), action_mask)
 
@@ -136,6 +137,7 @@ def example_inputs(name: str, spaces: Spaces, embed_dim: int, batch: int = 3,
             "obs_mask": mask(batch, e),
             "agent_index": torch.randint(0, n, (batch,), generator=g),
             "action_mask": action_mask,
+            "subtask": mask(batch, e),
         }
     if name == ALLOCATOR_ENCODER:
         task_mask = mask(batch, t)

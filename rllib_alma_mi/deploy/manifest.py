@@ -15,7 +15,7 @@ from typing import Any
 from rllib_alma_mi.settings import HierarchySettings
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMATS = ("torchscript", "onnx")
 EXTENSIONS = {"torchscript": ".pt", "onnx": ".onnx"}
 
@@ -26,8 +26,8 @@ ALLOCATOR_ENCODER = "allocator_encoder"
 ALLOCATOR_POINTER = "allocator_pointer"
 INPUTS = {
     # entities (B, E, F), entity_mask (B, E), obs_mask (B, E), agent_index (B,),
-    # action_mask (B, A)
-    WORKER: ("entities", "entity_mask", "obs_mask", "agent_index", "action_mask"),
+    # action_mask (B, A), subtask (B, E) (read only with subtask_mask=False)
+    WORKER: ("entities", "entity_mask", "obs_mask", "agent_index", "action_mask", "subtask"),
     # entities (B, E, F), entity_mask (B, E), obs_mask (B, E), entity2task (B, E, T),
     # task_mask (B, T), agent_mask (B, N), agent_obs_mask (B, N, E)
     ALLOCATOR_ENCODER: (

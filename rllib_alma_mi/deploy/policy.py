@@ -27,11 +27,13 @@ from rllib_alma_mi.deploy.manifest import (
     DeployError,
     Manifest,
 )
+from rllib_alma_mi.keys import SUBTASK
 from rllib_alma_mi.views import (
     allocation_due,
     allocator_observation,
     live_task_violation,
     random_allocation,
+    subtask_entities,
     subtask_obs_mask,
 )
 
@@ -94,6 +96,8 @@ class TeamPolicy:
         self.manifest = manifest
         self.directory = Path(directory)
         self.settings = manifest.settings()
+        # The workers read `subtask` only when they see beyond it (the hierarchy's rule).
+        self._marks_subtask = self.settings.allocation != "none" and not self.settings.subtask_mask
         self.spaces = manifest.spaces
         self.allocation_rule = _allocation_rule(self.settings.allocation, allocation)
         self._models = {
@@ -123,7 +127,15 @@ class TeamPolicy:
     def worker_logits(self, batch: Mapping[str, Any]) -> np.ndarray:
         """Masked action logits (B, A) of a batch of worker observations (entities (B, E, F),
         entity_mask (B, E), obs_mask (B, E) already restricted to the subtask, agent_index
-        (B,), action_mask (B, A))."""
+        (B,), action_mask (B, A), subtask (B, E) the subtask's entities, read only by a team
+        trained with subtask_mask=False)."""
+        if SUBTASK not in batch:
+            if self._marks_subtask:
+                raise DeployError(
+                    f"the worker batch has no {SUBTASK!r} (B, E): this team was trained with "
+                    "subtask_mask=False, so its workers read which entities are their subtask's"
+                )
+            batch = {**batch, SUBTASK: np.ones_like(np.asarray(batch["obs_mask"]))}  # unread
         return self._models[WORKER](_as_inputs(batch, INPUTS[WORKER]))[0]
 
     def allocate(
@@ -222,8 +234,13 @@ class TeamPolicy:
                     np.asarray(obs["obs_mask"]), slots[a], self._allocation, slots.values(),
                     np.asarray(state["entity2task"]),
                 )
+            elif self._marks_subtask:
+                obs[SUBTASK] = subtask_entities(
+                    slots[a], self._allocation, slots.values(), np.asarray(state["entity2task"])
+                )
             rows.append(obs)
-        batch = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in INPUTS[WORKER]}
+        batch = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in INPUTS[WORKER]
+                 if k in rows[0]}
         chosen = _choose(self.worker_logits(batch), greedy, self._sample_rng)
         return {a: int(c) for a, c in zip(live, chosen, strict=True)}
 

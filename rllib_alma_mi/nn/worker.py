@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from rllib_alma_mi.keys import SUBTASK
 from rllib_alma_mi.nn.attention import MASKED_LOGIT, EntityAttention, as_bool
 from rllib_alma_mi.settings import ModelSettings
 
@@ -17,7 +18,10 @@ class WorkerNet(nn.Module):
     """Entity-attention actor-critic for one agent (parameters shared across agents).
 
     obs (batched): entities (B, E, F), entity_mask (B, E), obs_mask (B, E) (already restricted
-    to the agent's subtask), agent_index (B,) or (B, 1) (any numeric dtype), action_mask (B, A).
+    to the agent's subtask), agent_index (B,) or (B, 1) (any numeric dtype), action_mask (B, A);
+    with `marks_subtask`, also `subtask` (B, E): 1 on the entities of the agent's subtask, whose
+    embeddings then gain a learned vector (zero at first), for workers that see beyond their
+    subtask (`subtask_mask=False`).
     encode(obs) -> hidden (B, D); logits(hidden, action_mask) -> (B, A) with MASKED_LOGIT on
     invalid actions; value(hidden) -> (B,); forward(obs) -> (logits, hidden).
     Entities outside entity_mask & obs_mask have no influence; the agent's own row always counts.
@@ -38,9 +42,12 @@ class WorkerNet(nn.Module):
         embed_dim: int = ModelSettings.embed_dim,
         n_heads: int = ModelSettings.n_heads,
         relative_scale: float = ModelSettings.relative_scale,
+        marks_subtask: bool = False,
     ):
         super().__init__()
         self.entity_dim, self.n_actions, self.embed_dim = entity_dim, n_actions, embed_dim
+        self.marks_subtask = bool(marks_subtask)
+        self.subtask_vector = nn.Parameter(torch.zeros(embed_dim)) if marks_subtask else None
         self.relative_scale = float(relative_scale)
         # Each entity is embedded together with the agent's own features, so relations such as
         # relative position are one layer away instead of being left to the attention.
@@ -74,7 +81,10 @@ class WorkerNet(nn.Module):
         w_x, w_own, w_rel = self.embed[0].weight.split(self.entity_dim, dim=1)
         scale = self.relative_scale
         per_sample = torch.addmm(self.embed[0].bias, own, (w_own - scale * w_rel).T)  # (B, D)
-        h = torch.relu(entities @ (w_x + scale * w_rel).T + per_sample[:, None])  # (B, E, D)
+        pre = entities @ (w_x + scale * w_rel).T + per_sample[:, None]  # (B, E, D)
+        if self.subtask_vector is not None:
+            pre = pre + obs[SUBTASK].to(pre.dtype)[..., None] * self.subtask_vector
+        h = torch.relu(pre)
         own_emb = self.embed[2](h[rows, index])  # (B, D)
         read = self._read(own_emb, h, usable)
         return self.hidden(torch.cat([own_emb, read], dim=-1))
@@ -132,7 +142,14 @@ class WorkerNet(nn.Module):
                 f"obs['entities'] must have shape (B, E, {self.entity_dim}), got {tuple(ent.shape)}"
             )
         b, e = ent.shape[:2]
-        for key in ("entity_mask", "obs_mask"):
+        keys = ("entity_mask", "obs_mask", SUBTASK) if self.marks_subtask else (
+            "entity_mask", "obs_mask")
+        if self.marks_subtask and SUBTASK not in obs:
+            raise ValueError(
+                f"obs is missing {SUBTASK!r}: this worker marks its subtask's entities "
+                "(subtask_mask=False); build its observations with the hierarchy"
+            )
+        for key in keys:
             if tuple(obs[key].shape) != (b, e):
                 raise ValueError(
                     f"obs[{key!r}] has shape {tuple(obs[key].shape)}, expected (B, E) = ({b}, {e})"

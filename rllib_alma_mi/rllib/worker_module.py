@@ -9,7 +9,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_alma_mi.keys import STATE
+from rllib_alma_mi.keys import STATE, SUBTASK
 from rllib_alma_mi.nn.mi_head import MIHead
 from rllib_alma_mi.nn.worker import WorkerNet
 from rllib_alma_mi.rllib.acting import NoModeSwitchActing
@@ -20,7 +20,8 @@ class WorkerModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
     """Low-level policy: the agent's row attends over the entities it may use.
 
     Observation: the contract Dict (entities (E, F), entity_mask, obs_mask restricted to the
-    subtask, agent_index, action_mask (A,), optional `state`). Output: masked logits (B, A).
+    subtask, agent_index, action_mask (A,), optional `state`; with `subtask_mask=False` the
+    whole obs_mask and `subtask` (E,) marking the subtask). Output: masked logits (B, A).
     The value head has an encoder of its own, or reads the policy's (`shared_worker_encoder`).
     With MI scheme 1 this module carries the MI term (its hidden state vs. a summary of the
     centralized `state`).
@@ -36,6 +37,7 @@ class WorkerModule(NoModeSwitchActing, TorchRLModule, ValueFunctionAPI):
             "embed_dim": model.embed_dim,
             "n_heads": model.n_heads,
             "relative_scale": model.relative_scale,
+            "marks_subtask": SUBTASK in space.spaces,
         }
         self.pi_net = WorkerNet(n_features, n_actions, **sizes)
         shared = model.shared_worker_encoder
