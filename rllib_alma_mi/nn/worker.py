@@ -46,7 +46,6 @@ class WorkerNet(nn.Module):
     ):
         super().__init__()
         self.entity_dim, self.n_actions, self.embed_dim = entity_dim, n_actions, embed_dim
-        self.marks_subtask = bool(marks_subtask)
         self.subtask_vector = nn.Parameter(torch.zeros(embed_dim)) if marks_subtask else None
         self.relative_scale = float(relative_scale)
         # Each entity is embedded together with the agent's own features, so relations such as
@@ -142,14 +141,13 @@ class WorkerNet(nn.Module):
                 f"obs['entities'] must have shape (B, E, {self.entity_dim}), got {tuple(ent.shape)}"
             )
         b, e = ent.shape[:2]
-        keys = ("entity_mask", "obs_mask", SUBTASK) if self.marks_subtask else (
-            "entity_mask", "obs_mask")
-        if self.marks_subtask and SUBTASK not in obs:
+        marks = self.subtask_vector is not None
+        if marks and SUBTASK not in obs:
             raise ValueError(
                 f"obs is missing {SUBTASK!r}: this worker marks its subtask's entities "
                 "(subtask_mask=False); build its observations with the hierarchy"
             )
-        for key in keys:
+        for key in ("entity_mask", "obs_mask") + ((SUBTASK,) if marks else ()):
             if tuple(obs[key].shape) != (b, e):
                 raise ValueError(
                     f"obs[{key!r}] has shape {tuple(obs[key].shape)}, expected (B, E) = ({b}, {e})"
