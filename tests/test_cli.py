@@ -107,6 +107,31 @@ def test_evaluate_on_bigger_teams_and_another_sight_range(trained, workdir, caps
 
 
 @pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("module", ["worker", "allocator"])
+def test_probe_reads_the_trained_modules_representations(trained, workdir, capsys, module):
+    out, _ = trained
+    report = workdir / f"probe_{module}.json"
+    code, stdout, stderr = run_cli(
+        capsys, "probe", "--checkpoint", str(out), "--module", module, "--episodes", "4",
+        "--env-config", "sight_range=2", "--json", str(report),
+    )
+    assert code == 0, stderr[-3000:]
+    assert "R² from the" in stdout
+    result = json.loads(report.read_text())
+    assert result["module"] == module and result["env_config"]["sight_range"] == 2
+    assert result["samples_train"] > 0 and result["samples_test"] > 0
+    # Both R² are finite and at most 1 (they may be negative on unseen episodes).
+    for key in ("r2_representation", "r2_observation"):
+        assert np.isfinite(result[key]) and result[key] <= 1.0
+
+
+def test_probe_needs_four_episodes(trained, capsys):
+    out, _ = trained
+    code, _, stderr = run_cli(capsys, "probe", "--checkpoint", str(out), "--episodes", "1")
+    assert code != 0 and "at least 4" in stderr
+
+
+@pytest.mark.usefixtures("ray_session")
 def test_evaluate_swaps_the_allocation_rule_and_keeps_the_trained_workers(
     trained, workdir, capsys
 ):

@@ -48,6 +48,7 @@ from rllib_alma_mi.app.plotting import (
     plot_runs,
     summarize_runs,
 )
+from rllib_alma_mi.app.probe import PROBED_MODULES, probe
 from rllib_alma_mi.app.rendering import record_episode
 from rllib_alma_mi.app.schema import TRACKERS, ConfigError
 from rllib_alma_mi.app.trackers import tracker_callbacks
@@ -370,6 +371,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    if args.episodes < 4:
+        raise UsageError(f"--episodes {args.episodes}: the probe needs at least 4 (it fits on "
+                         "the first episodes and scores on the rest)")
+    overrides = _key_values(args.env_config, "--env-config")
+    ev.find_checkpoint(args.checkpoint)
+    _init_ray(None, args.verbose)
+    result = probe(args.checkpoint, args.module, args.episodes, args.seed, overrides)
+    print(f"{result.module} of {result.checkpoint}, env {result.env_config}")
+    print(f"  target: {result.target}; {result.samples_train} samples fitted, "
+          f"{result.samples_test} scored")
+    print(f"  R² from the {result.module}'s representation: {result.r2_representation:.3f}")
+    print(f"  R² from its raw observation:           {result.r2_observation:.3f}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     overrides = _key_values(args.env_config, "--env-config")
     ev.find_checkpoint(args.checkpoint)
@@ -576,6 +598,23 @@ def build_parser() -> argparse.ArgumentParser:
                                "likely ones (torch seeded with each episode's env seed)")
     evaluate.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    probe_verb = verbs.add_parser(
+        "probe", parents=[common],
+        help="how much of the global state a module's representation carries (linear probe)",
+    )
+    probe_verb.add_argument("--checkpoint", required=True, metavar="PATH",
+                            help="checkpoint, trial or one-trial run directory")
+    probe_verb.add_argument("--module", choices=PROBED_MODULES, default=PROBED_MODULES[0])
+    probe_verb.add_argument("--episodes", type=int, default=50, metavar="N",
+                            help="greedy episodes; the first 70%% fit the probe, the rest "
+                                 "score it")
+    probe_verb.add_argument("--env-config", action="append", metavar="KEY=VALUE",
+                            help="change the env, e.g. sight_range=2")
+    probe_verb.add_argument("--seed", type=int, default=1000,
+                            help="seed of the first episode")
+    probe_verb.add_argument("--json", metavar="OUT.json", help="also write the result as JSON")
+    probe_verb.set_defaults(func=cmd_probe)
 
     render = verbs.add_parser(
         "render", parents=[common], help="one greedy episode as an animated GIF"

@@ -127,6 +127,11 @@ class GreedyActor:
                     )
         self._modules = GreedyModuleActor(modules, sample) if self.new_stack else None
 
+    @property
+    def modules(self) -> dict[str, Any]:
+        """The RLModules acting, by module id (empty for an old-API-stack checkpoint)."""
+        return {} if self._modules is None else self._modules.modules
+
     def act(self, observations: dict[str, Any]) -> dict[str, Any]:
         """Actions for the agents in `observations`: the allocator's (N,) allocation, each
         worker's int action."""
