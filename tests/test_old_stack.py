@@ -105,6 +105,20 @@ def test_mi_term_is_added_to_the_policy_loss(trained_old):
     assert set(model.metrics()) == {"mi_loss", "mi_value", "mi_skipped"}
 
 
+def test_a_skipped_mi_term_keeps_its_stats_keys(trained_old):
+    """One decision leaves MINE no negatives, so the term is left out. Its stats keep their
+    keys, as NaN: RLlib averages the minibatches' stats with a NaN-ignoring mean that needs
+    the same keys in every minibatch."""
+    algo, _ = trained_old
+    policy = algo.get_policy("allocator")
+    batch = algo.env_runner.sample().policy_batches["allocator"].slice(0, 1)
+    before = policy.model.metrics().get("mi_skipped", 0.0)
+    policy.compute_gradients(batch)
+    stats = policy.model.metrics()
+    assert stats["mi_skipped"] == before + 1
+    assert np.isnan(stats["mi_loss"]) and np.isnan(stats["mi_value"])
+
+
 def _restored(batch, policy) -> dict[str, np.ndarray]:
     return restore_original_dimensions(batch["obs"], policy.observation_space, "numpy")
 

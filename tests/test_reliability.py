@@ -139,10 +139,12 @@ def test_tiny_minibatches_skip_mi_instead_of_stopping_training(old_stack):
             result = algo.train()
         if old_stack:
             # The old stack's allocator minibatches hold only real decisions (no artificial
-            # rows), so 4 rows always leave MINE enough samples: it must simply train.
+            # rows), so MINE mostly has enough samples; a minibatch without reports NaN, which
+            # RLlib's mean over minibatches leaves out (their stats must share their keys).
             stats = result["info"]["learner"][ALLOCATOR]
             assert np.isfinite(stats["learner_stats"]["total_loss"])
-            assert "mi_skipped" in stats["model"]
+            model = stats["model"]
+            assert {"mi_loss", "mi_value", "mi_skipped"} <= set(model)
         else:
             assert result["learners"][ALLOCATOR]["mi_skipped"] >= 1
     finally:

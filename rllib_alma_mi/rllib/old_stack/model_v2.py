@@ -21,6 +21,7 @@ of `action_dist_v2`) and `alma_worker`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -32,7 +33,7 @@ from ray.rllib.models.torch.torch_modelv2 import TorchModelV2
 from ray.rllib.policy.sample_batch import SampleBatch
 from torch import nn
 
-from rllib_alma_mi.keys import MI_SKIPPED, STATE
+from rllib_alma_mi.keys import MI_LOSS, MI_SKIPPED, MI_VALUE, STATE
 from rllib_alma_mi.losses import MutualInfoLoss
 from rllib_alma_mi.nn.allocation import MASKED_LOGIT, AllocEncoding
 from rllib_alma_mi.rllib.allocator_module import AllocatorModule
@@ -129,13 +130,17 @@ class _AlmaModelV2(TorchModelV2, nn.Module):
             self(loss_inputs)
         terms = MutualInfoLoss(head)(self._mi_inputs(self._repr, self._obs), None)
         self._mi_skipped += int(terms.skipped is not None)
-        self._mi_stats = {name: float(value) for name, value in terms.metrics.items()}
+        # RLlib averages each stat over the minibatches with np.nanmean and needs the same keys
+        # in all of them: a skipped computation reports NaN, which that mean leaves out.
+        self._mi_stats = {MI_LOSS: math.nan, MI_VALUE: math.nan}
+        self._mi_stats.update({name: float(value) for name, value in terms.metrics.items()})
         self._mi_stats[MI_SKIPPED] = float(self._mi_skipped)
         return [loss + self.mi_weight * terms.loss for loss in policy_loss]
 
     def metrics(self) -> dict[str, float]:
-        """`mi_loss` and `mi_value` of the last loss computation (absent when it was skipped)
-        and `mi_skipped`, the count of skipped loss computations ({} when MI is off)."""
+        """`mi_loss` and `mi_value` of the last loss computation (NaN when it was skipped;
+        RLlib's mean over minibatches ignores NaN) and `mi_skipped`, the count of skipped loss
+        computations ({} when MI is off)."""
         return dict(self._mi_stats)
 
     def _mi_inputs(self, representation: Any, obs: TensorDict) -> dict[str, torch.Tensor]:
