@@ -352,6 +352,13 @@ def _print_evaluation(evaluation: Any) -> None:
                   "= fractions", markup=False)
 
 
+def _write_json(out: str, data: dict[str, Any]) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    print(f"wrote {path}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise UsageError(f"--episodes {args.episodes}: must be at least 1")
@@ -364,10 +371,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     _print_evaluation(evaluation)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(evaluation.to_dict(), indent=2))
-        print(f"wrote {path}")
+        _write_json(args.json, evaluation.to_dict())
     return 0
 
 
@@ -385,10 +389,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"  R² from the {result.module}'s representation: {result.r2_representation:.3f}")
     print(f"  R² from its raw observation:           {result.r2_observation:.3f}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.to_dict(), indent=2))
-        print(f"wrote {path}")
+        _write_json(args.json, result.to_dict())
     return 0
 
 
