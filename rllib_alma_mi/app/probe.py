@@ -83,16 +83,12 @@ def probe_r2(
 ) -> float:
     """R² on the `test` rows of a ridge read-out of y from x, its penalty picked from `ALPHAS`
     on the `train` rows alone: fitted on their first 70% of episodes, scored on the rest."""
-    ids = np.unique(episode[train])
-    if len(ids) < 2:
-        raise EvaluationError(
-            "the probe needs at least 2 fitting episodes to pick its penalty; play more episodes"
-        )
-    cut = ids[: max(1, int(round(0.7 * len(ids))))]
-    fit, held = train & np.isin(episode, cut), train & ~np.isin(episode, cut)
+    x_test, y_test = x[test], y[test]
+    x, y = x[train], y[train]
+    fit, held = split_episodes(episode[train], 0.7)
     scores = [ridge_r2(x[fit], y[fit], x[held], y[held], a) for a in ALPHAS]
     alpha = ALPHAS[int(np.argmax(scores))]
-    return ridge_r2(x[train], y[train], x[test], y[test], alpha)
+    return ridge_r2(x, y, x_test, y_test, alpha)
 
 
 def state_summary(state: dict[str, np.ndarray]) -> np.ndarray:
@@ -125,16 +121,21 @@ class ProbeSamples:
 
     def split(self, train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """Boolean (train, test) row masks: the first episodes train, the rest test."""
-        episodes = np.asarray(self.episode)
-        ids = np.unique(episodes)
-        n_train = int(round(train_fraction * len(ids)))
-        if not 1 <= n_train < len(ids):
-            raise EvaluationError(
-                f"the probe needs episodes on both sides of its split: {len(ids)} episode(s) "
-                f"with samples at train_fraction={train_fraction}; play more episodes"
-            )
-        train = np.isin(episodes, ids[:n_train])
-        return train, ~train
+        return split_episodes(np.asarray(self.episode), train_fraction)
+
+
+def split_episodes(episode: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean row masks (first, rest) of `episode` (S,): the rows of the first `fraction` of
+    its episodes, and the others; each side holds at least one episode."""
+    ids = np.unique(episode)
+    n_first = int(round(fraction * len(ids)))
+    if not 1 <= n_first < len(ids):
+        raise EvaluationError(
+            f"the probe needs episodes on both sides of its split: {len(ids)} episode(s) "
+            f"with samples at fraction {fraction}; play more episodes"
+        )
+    first = np.isin(episode, ids[:n_first])
+    return first, ~first
 
 
 @dataclass
