@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -72,8 +71,6 @@ import yaml
 METHODS = ("anchor", "alma_mi", "alma", "flat")
 COLUMNS = ("iter", "time", "env_steps", "return", "solved", "completed", "mi_value")
 EVAL_COLUMNS = ("episode", "seed", "return", "solved", "completed")
-SUMMARY_COLUMNS = ("evaluation", "method", "versus", "seeds", "env_steps_min",
-                   "env_steps_max", "statistic", "point", "low", "high", "verdict")
 NAN = float("nan")
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 
@@ -450,92 +447,21 @@ def collect(out: Path, suffix: str) -> dict[str, dict[int, tuple[float, float]]]
     return found
 
 
-def _verdict(interval: Any) -> str:
-    if interval.contains(0.5):
-        return "not established"
-    return "improves" if interval.low > 0.5 else "worse"
-
-
-def summary_rows(found: dict[str, dict[int, tuple[float, float]]], evaluation: str,
-                 reps: int = 10_000) -> list[dict[str, Any]]:
-    """Rows of `SUMMARY_COLUMNS`: IQM and mean per method (intervals need 2+ seeds) and the
-    probability of improvement of alma_mi over each other method present."""
-    from rllib_alma_mi.app.statistics import interval_estimates, iqm, probability_of_improvement
-
-    rows: list[dict[str, Any]] = []
-    scores = {m: np.array([v[0] for _, v in sorted(s.items())]) for m, s in found.items()}
-    for method, by_seed in found.items():
-        steps = [v[1] for v in by_seed.values()]
-        base = {"evaluation": evaluation, "method": method, "versus": "",
-                "seeds": " ".join(str(s) for s in sorted(by_seed)),
-                "env_steps_min": min(steps), "env_steps_max": max(steps), "verdict": ""}
-        x = scores[method]
-        if len(x) >= 2:
-            est = interval_estimates({method: x}, ("iqm", "mean"), reps=reps, seed=0)[method]
-            values = {k: (i.point, i.low, i.high) for k, i in est.items()}
-        else:
-            values = {"iqm": (iqm(x), NAN, NAN), "mean": (float(x.mean()), NAN, NAN)}
-        for name, (point, low, high) in values.items():
-            rows.append({**base, "statistic": name, "point": point, "low": low, "high": high})
-    if "alma_mi" in scores:
-        for other in ("anchor", "alma", "flat"):
-            if other not in scores:
-                continue
-            x, y = scores["alma_mi"], scores[other]
-            row = {"evaluation": evaluation, "method": "alma_mi", "versus": other,
-                   "seeds": f"{len(x)} vs {len(y)}", "env_steps_min": NAN,
-                   "env_steps_max": NAN, "statistic": "p_improvement"}
-            if len(x) >= 2 and len(y) >= 2:
-                p = probability_of_improvement(x, y, reps=reps, seed=0)
-                row.update(point=p.point, low=p.low, high=p.high, verdict=_verdict(p))
-            else:
-                point = float(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
-                row.update(point=point, low=NAN, high=NAN,
-                           verdict="not established (an interval needs 2+ seeds each)")
-            rows.append(row)
-    return rows
-
-
-def _fmt(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.3f}"
-
-
-def _markdown(rows: list[dict[str, Any]]) -> str:
-    lines: list[str] = []
-    for evaluation in dict.fromkeys(r["evaluation"] for r in rows):
-        part = [r for r in rows if r["evaluation"] == evaluation]
-        lines += [f"## {evaluation}", "",
-                  "| method | seeds | env steps | IQM [95% CI] | mean [95% CI] |",
-                  "|---|---|---|---|---|"]
-        for method in dict.fromkeys(r["method"] for r in part if r["statistic"] != "p_improvement"):
-            stat = {r["statistic"]: r for r in part
-                    if r["method"] == method and r["statistic"] != "p_improvement"}
-            r = stat["iqm"]
-            steps = (f"{r['env_steps_min']:.0f}" if r["env_steps_min"] == r["env_steps_max"]
-                     else f"{r['env_steps_min']:.0f}–{r['env_steps_max']:.0f}")
-            cells = [f"{_fmt(s['point'])} [{_fmt(s['low'])}, {_fmt(s['high'])}]"
-                     for s in (stat["iqm"], stat["mean"])]
-            lines.append(f"| {method} | {r['seeds']} | {steps} | {cells[0]} | {cells[1]} |")
-        p_rows = [r for r in part if r["statistic"] == "p_improvement"]
-        if p_rows:
-            lines += ["", "| P(alma_mi > X) | seeds | P [95% CI] | |", "|---|---|---|---|"]
-            for r in p_rows:
-                lines.append(f"| {r['versus']} | {r['seeds']} | {_fmt(r['point'])} "
-                             f"[{_fmt(r['low'])}, {_fmt(r['high'])}] | {r['verdict']} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def summarize(out: Path, reps: int = 10_000) -> str:
     """Write `out/summary.md` and `out/summary.csv` from the evaluation CSVs; returns the
     markdown. Scores are each seed's mean evaluation return (summed over agents); the rows'
     `evaluation` is `task` (greedy), `sampled` (the same seeds, sampled actions) or
     `zero-shot` (greedy, on the changed task)."""
-    rows = summary_rows(collect(out, "_eval"), "task", reps)
-    if not rows:
-        raise ValueError(f"{out}: no <method>_s<seed>_eval.csv files to summarize")
-    rows += summary_rows(collect(out, "_eval_sampled"), "sampled", reps)
-    rows += summary_rows(collect(out, "_eval_zeroshot"), "zero-shot", reps)
+    from rllib_alma_mi.app import seed_table
+
+    versus = [("alma_mi", other) for other in METHODS if other != "alma_mi"]
+    rows: list[dict[str, Any]] = []
+    for suffix, evaluation in (("_eval", "task"), ("_eval_sampled", "sampled"),
+                               ("_eval_zeroshot", "zero-shot")):
+        found = collect(out, suffix)
+        if not found and suffix == "_eval":
+            raise ValueError(f"{out}: no <method>_s<seed>_eval.csv files to summarize")
+        rows += seed_table.score_rows(found, evaluation, versus, reps)
     task_file = out / "task.yaml"
     task = yaml.safe_load(task_file.read_text()) if task_file.is_file() else None
     described = "" if task is None else (
@@ -544,11 +470,11 @@ def summarize(out: Path, reps: int = 10_000) -> str:
             "task: greedy evaluation on the training task; sampled: the same episode seeds "
             "with the policies' actions sampled from their distributions; zero-shot: greedy "
             "evaluation on the changed task.\n\n"
-            "P(alma_mi > X): probability that an alma_mi seed beats a seed of X; "
-            "\"not established\" when its interval contains 0.5.\n\n" + _markdown(rows))
+            "P(X > Y): probability that a seed of X beats a seed of Y; "
+            "\"not established\" when its interval contains 0.5.\n\n" + seed_table.markdown(rows))
     (out / "summary.md").write_text(text)
-    write_csv_atomic(out / "summary.csv", SUMMARY_COLUMNS,
-                     [[r[c] for c in SUMMARY_COLUMNS] for r in rows])
+    write_csv_atomic(out / "summary.csv", seed_table.COLUMNS,
+                     [[r[c] for c in seed_table.COLUMNS] for r in rows])
     return text
 
 

@@ -153,7 +153,7 @@ def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
     assert {key[0] for key in got} == {"task", "sampled", "zero-shot"}
     assert "## sampled" in text
     assert (tmp_path / "summary.md").read_text() == text
-    assert "| anchor | 4 vs 4 | 0.688" in text
+    assert "| alma_mi > anchor | 4 vs 4 | 0.688" in text
 
 
 def test_lbf_summary_without_evaluation_files_names_the_missing_files(tmp_path):
@@ -352,3 +352,27 @@ def test_lbf_rerun_into_an_output_of_another_task_is_refused(tmp_path):
         lbf.record_task(tmp_path, {**task, "max_num_food": 5}, {})
     with pytest.raises(ValueError, match="--zero-shot-env-arg"):
         lbf.record_task(tmp_path, task, {"players": 4})
+
+
+# ------------------------------------------------------------ benchmarks/learning_1m_table.py
+def test_learning_1m_table_reads_each_runs_evaluations(tmp_path):
+    import json
+
+    import learning_1m_table
+
+    runs = tmp_path / "runs"
+    for method, seed, completed in (("flat", 0, 0.7), ("flat", 1, 0.8), ("alma", 0, 0.9),
+                                    ("alma", 1, 0.95)):
+        trial = runs / f"{method}_s{seed}" / "trial_0"
+        trial.mkdir(parents=True)
+        (trial / "progress.csv").write_text(
+            f"x,env_runners/num_base_env_steps_lifetime\n1,500\n2,{1000 + seed}\n")
+        summary = {"summary": {"all": {"tasks_completed_frac": completed, "solved_rate": 0.5}}}
+        (trial / "eval.json").write_text(json.dumps(summary))
+    (runs / "notes").mkdir()  # not a run: ignored
+    text = learning_1m_table.summarize(runs, tmp_path, reps=200)
+    assert "| flat | 0 1 | 1000–1001 | 75.0 [70.0, 80.0]" in text
+    assert "| alma > flat | 2 vs 2 | 1.000 [1.000, 1.000] | improves |" in text
+    assert "zero-shot" not in text  # no zero_shot.json anywhere
+    assert (tmp_path / "summary.md").read_text() == text
+    assert "teams 2-5: solved %" in (tmp_path / "summary.csv").read_text()
