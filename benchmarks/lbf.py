@@ -93,7 +93,9 @@ def _anchor_config(env_config: dict[str, Any]):
 def _alma_config(method: str, env_config: dict[str, Any]):
     from rllib_alma_mi import AlmaPPOConfig
 
-    config = AlmaPPOConfig().environment("lbf", env_config=env_config)
+    # Every 5 env steps, the default when the table's first runs were made: kept so its
+    # seeds stay comparable.
+    config = AlmaPPOConfig().environment("lbf", env_config=env_config).alma(alloc_interval=5)
     if method == "alma":
         config.mutual_info(use_mutual_info=False)
     elif method == "flat":

@@ -45,11 +45,13 @@ def train(
     from rllib_alma_mi import AlmaPPOConfig
 
     spec = METHODS[method]
+    # Every 5 env steps, the default when results/learning_500k ran (now: reset and resolutions).
+    alma = {"alloc_interval": 5, **spec["alma"]}
     env_config = {"scenario": scenario, "sight_range": spec.get("sight_range")}
     config = (
         AlmaPPOConfig()
         .environment("save_the_city", env_config=env_config)
-        .alma(**spec["alma"])
+        .alma(**alma)
         .mutual_info(use_mutual_info=spec["mi"])
         .debugging(seed=seed)
     )

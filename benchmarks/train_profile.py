@@ -129,6 +129,7 @@ def main() -> None:
     config = (
         AlmaPPOConfig()
         .environment("save_the_city", env_config={"scenario": args.scenario})
+        .alma(alloc_interval=5)  # as when the README's shares were measured
         .mutual_info(use_mutual_info=not args.no_mi)
     )
     algo = config.build_algo()

@@ -1,10 +1,11 @@
 """The ALMA hierarchy as an RLlib `MultiAgentEnv` around any contract environment.
 
-An extra agent, `allocator`, acts at reset, every `alloc_interval` env steps and whenever a task
-resolves. Its action is the joint allocation: one task index per agent slot (slot i is entity
-row i). Workers then act inside their subtask for the following env steps. RLlib sees the
-allocation as its own step of the multi-agent episode, so the allocator's transitions are its
-decisions and its discount applies per decision, not per env step.
+An extra agent, `allocator`, acts at reset, whenever a task resolves and, unless
+`alloc_interval` is None, every `alloc_interval` env steps. Its action is the joint allocation:
+one task index per agent slot (slot i is entity row i). Workers then act inside their subtask
+for the following env steps. RLlib sees the allocation as its own step of the multi-agent
+episode, so the allocator's transitions are its decisions and its discount applies per
+decision, not per env step.
 """
 
 from __future__ import annotations

@@ -123,7 +123,12 @@ class HierarchySettings(_Settings):
 
     allocation: "learned" (the `allocator` module), "heuristic" (the environment's rule),
         "random" (uniform over live tasks) or "none" (flat: no allocator, no subtask mask).
-    alloc_interval: env steps between allocations (also re-allocates when a task resolves).
+    alloc_interval: when the allocator acts besides reset and the resolution of a task.
+        None (default): only then, so every agent keeps its task until some task resolves;
+        k: also every k env steps. From scratch the learned allocator does much better with
+        None (results/scratch_interval, results/learning_1m); environments whose tasks never
+        resolve (MPE simple_spread, RWARE's requests) need an int, or they get one allocation
+        per episode.
     worker_reward: "task" (the assigned task's reward, as ALMA) or "team".
     subtask_mask: restrict each worker's view to its subtask (ALMA); False = ALMA's "no mask":
         the worker keeps its whole view and its observation marks its subtask's entities.
@@ -145,7 +150,7 @@ class HierarchySettings(_Settings):
     """
 
     allocation: str = "learned"
-    alloc_interval: int = 5
+    alloc_interval: int | None = None
     worker_reward: str = "task"
     subtask_mask: bool = True
     allocator_view: str = "global"
@@ -155,7 +160,12 @@ class HierarchySettings(_Settings):
 
     def __post_init__(self) -> None:
         check_choice("allocation", self.allocation, ALLOCATIONS)
-        check_int("alloc_interval", self.alloc_interval, 1)
+        if self.alloc_interval is not None:
+            try:
+                check_int("alloc_interval", self.alloc_interval, 1)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; or None (allocate only at reset and when a task "
+                                 "resolves)") from None
         check_choice("worker_reward", self.worker_reward, WORKER_REWARDS)
         check_bool("subtask_mask", self.subtask_mask)
         check_choice("allocator_view", self.allocator_view, ALLOCATOR_VIEWS)

@@ -92,13 +92,14 @@ def subtask_obs_mask(
 
 
 def allocation_due(
-    env_steps: int, alloc_interval: int, prev_task_mask: np.ndarray, task_mask: np.ndarray
+    env_steps: int, alloc_interval: int | None, prev_task_mask: np.ndarray, task_mask: np.ndarray
 ) -> bool:
-    """Whether the allocator acts again after `env_steps` (>= 1) env steps: every
-    `alloc_interval` steps, and whenever a task live before the last step (`prev_task_mask`
-    (T,)) is no longer live (`task_mask` (T,))."""
+    """Whether the allocator acts again after `env_steps` (>= 1) env steps: whenever a task
+    live before the last step (`prev_task_mask` (T,)) is no longer live (`task_mask` (T,)),
+    and every `alloc_interval` steps unless it is None."""
     task_resolved = bool(np.any(prev_task_mask.astype(bool) & ~task_mask.astype(bool)))
-    return env_steps % alloc_interval == 0 or task_resolved
+    periodic = alloc_interval is not None and env_steps % alloc_interval == 0
+    return periodic or task_resolved
 
 
 def random_allocation(

@@ -32,7 +32,7 @@ ENV_CONFIG = {"scenario": "2a_3b", "max_cycles": 30}
 
 ALMA_VALID = {
     "allocation": st.sampled_from(ALLOCATIONS),
-    "alloc_interval": st.integers(1, 12),
+    "alloc_interval": st.none() | st.integers(1, 12),
     "worker_reward": st.sampled_from(WORKER_REWARDS),
     "subtask_mask": st.booleans(),
     "allocator_view": st.sampled_from(ALLOCATOR_VIEWS),

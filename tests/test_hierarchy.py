@@ -79,6 +79,24 @@ def test_allocator_reacts_every_interval_and_gets_summed_team_reward():
     assert rewards[ALLOCATOR] == pytest.approx(0.0)  # nobody moved, nothing visited
 
 
+def test_by_default_the_allocator_acts_only_at_reset_and_when_a_task_resolves():
+    env = make()  # alloc_interval=None
+    obs, _ = env.reset(seed=1)
+    assert list(obs) == [ALLOCATOR]
+    env.step({ALLOCATOR: np.array([0, 1])})
+    for _ in range(12):  # past any interval: nobody moves, so no task resolves
+        obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+        assert ALLOCATOR not in obs
+    base = env.base
+    target = base._targets[np.argmin(np.abs(base._targets - base._pos[0]))]
+    for _ in range(base.length):  # agent_0 walks to its nearest target
+        assert not base._visited.any()
+        obs, *_ = env.step({"agent_0": 2 if target > base._pos[0] else 1, "agent_1": 0})
+        if ALLOCATOR in obs:
+            break
+    assert list(obs) == [ALLOCATOR] and base._visited.sum() == 1
+
+
 def test_masked_allocation_raises():
     env = make()
     env.reset(seed=0)

@@ -16,6 +16,7 @@ from rllib_alma_mi.settings import (
         (HierarchySettings, "allocation", "greedy", "allocation='greedy' is not allowed"),
         (HierarchySettings, "alloc_interval", 0, "alloc_interval=0 is out of range"),
         (HierarchySettings, "alloc_interval", 2.5, "alloc_interval=2.5 must be an integer"),
+        (HierarchySettings, "alloc_interval", 0, "or None"),
         (HierarchySettings, "worker_reward", "both", "worker_reward='both'"),
         (HierarchySettings, "subtask_mask", "yes", "subtask_mask='yes' must be a bool"),
         (HierarchySettings, "allocator_view", "local", "allocator_view='local'"),
@@ -33,6 +34,12 @@ from rllib_alma_mi.settings import (
 def test_bad_value_names_key(cls, key, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         cls(**{key: value})
+
+
+def test_allocation_at_reset_and_resolutions_only_is_the_default():
+    assert HierarchySettings().alloc_interval is None
+    assert HierarchySettings(alloc_interval=None) == HierarchySettings()
+    assert HierarchySettings(alloc_interval=5).alloc_interval == 5
 
 
 def test_unknown_key_lists_allowed_keys():

@@ -77,8 +77,8 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
     "env_config": {"scenario": "2-5a_2-5b", "max_cycles": 100},
     "alma": {
         "allocation": "learned",
-        "alloc_interval": 5,
-        "imitation_steps": 40000,
+        "alloc_interval": None,
+        "imitation_steps": 0,
         "embed_dim": 64,
         "n_heads": 4,
     },

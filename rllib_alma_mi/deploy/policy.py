@@ -1,12 +1,12 @@
 """`TeamPolicy`: an exported team (allocator and workers) acting in a contract environment.
 
 It follows the hierarchy the team was trained in (`rllib_alma_mi.hierarchy.HierarchicalEnv`):
-the allocation is decided at the first step, every `alloc_interval` env steps and whenever a
-task resolves, by the learned allocator (autoregressive masked pointer over the agent slots),
-the environment's `heuristic_allocation()`, a uniform random draw, or not at all (the flat
-method, `allocation="none"`); each worker acts on its own observation with `obs_mask`
-restricted to its subtask (`rllib_alma_mi.views`), unless the team was trained without the
-subtask mask.
+the allocation is decided at the first step, whenever a task resolves and every
+`alloc_interval` env steps (unless it is None), by the learned allocator (autoregressive
+masked pointer over the agent slots), the environment's `heuristic_allocation()`, a uniform
+random draw, or not at all (the flat method, `allocation="none"`); each worker acts on its
+own observation with `obs_mask` restricted to its subtask (`rllib_alma_mi.views`), unless the
+team was trained without the subtask mask.
 """
 
 from __future__ import annotations
