@@ -40,7 +40,8 @@ def learned(ray_session, tmp_path_factory):
     TorchScript one from the checkpoint by the command line, the ONNX one from the same
     weights in memory)."""
     root = tmp_path_factory.mktemp("deploy")
-    algo = tiny_config(env_config=SMALL_CITY).build_algo()
+    # Re-allocating every 5 steps gives an untrained team several decisions per episode.
+    algo = tiny_config(env_config=SMALL_CITY, alloc_interval=5).build_algo()
     algo.train()
     checkpoint = save_checkpoint(algo, root / "checkpoint")
     exports = {"torchscript": root / "torchscript", "onnx": root / "onnx"}
