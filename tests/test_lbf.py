@@ -290,9 +290,10 @@ def test_registered_for_the_hierarchy_with_the_heuristic():
 
 @pytest.mark.usefixtures("ray_session")
 def test_alma_ppo_builds_and_trains_one_iteration_on_lbf():
+    # Every 5 steps (as examples/configs/lbf.yaml): enough allocator decisions for MINE.
     result = train_once(small_config(
         env="lbf", env_config={"env_id": "Foraging-8x8-2p-2f-coop-v3"}, batch=200, width=16,
-        n_heads=2,
+        n_heads=2, alloc_interval=5,
     ))
     assert np.isfinite(result["learners"]["allocator"]["mi_value"])
     assert result["env_runners"]["num_base_env_steps_lifetime"] > 0

@@ -97,7 +97,8 @@ def test_two_learners_train_and_hold_the_same_weights():
         .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=2)
         .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
         .learners(num_learners=2, num_cpus_per_learner=0.5, learner_class=OneNonFiniteLoss)
-        .alma(embed_dim=16, imitation_steps=100_000)
+        # Every 5 steps: allocator decisions in every minibatch of both learners.
+        .alma(embed_dim=16, imitation_steps=100_000, alloc_interval=5)
         .mutual_info(mi_embed_dim=16)
     )
     algo = config.build_algo()

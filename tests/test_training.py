@@ -210,7 +210,9 @@ def test_acting_never_reads_the_centralized_state_nor_the_heuristic():
 
 def test_imitation_pulls_the_allocator_toward_the_heuristic_with_a_decaying_weight():
     steps = 6000
-    config = small_config(use_mutual_info=False).alma(imitation_steps=steps, imitation_weight=2.0)
+    # Every 5 steps: many decisions per batch to imitate on.
+    config = small_config(use_mutual_info=False, alloc_interval=5).alma(
+        imitation_steps=steps, imitation_weight=2.0)
     config.training(num_epochs=4, lr=3e-3)
     algo = config.build_algo()
     try:
