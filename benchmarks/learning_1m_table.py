@@ -6,9 +6,11 @@ Reads every `RUNS/<method>_s<seed>/` that `benchmarks/run_learning_1m.sh` wrote 
 on teams of 2-8), and writes `OUT/summary.md` and `OUT/summary.csv` (OUT defaults to RUNS'
 parent): per evaluation and method, the IQM and mean over seeds of buildings completed and of
 episodes solved (percent) with 95% stratified bootstrap intervals and the per-seed values,
-and P(method > flat) for every other method.
+and P(X > Y) for the pairs of `--versus` (default: every method against flat).
 
     python benchmarks/learning_1m_table.py results/learning_1m/runs
+    python benchmarks/learning_1m_table.py results/mi_sight2/runs \
+        --versus alma_mi>alma alma_mi_scheme1>alma
 """
 
 from __future__ import annotations
@@ -65,15 +67,32 @@ def collect(runs: Path) -> dict[tuple[str, str], dict[str, dict[int, tuple[float
     return found
 
 
-def summarize(runs: Path, out: Path, reps: int = 10_000) -> str:
-    """Write `out/summary.md` and `out/summary.csv`; returns the markdown."""
+def parse_pair(text: str) -> tuple[str, str]:
+    """'X>Y' as (X, Y)."""
+    x, sep, y = text.partition(">")
+    if not sep or not x or not y or ">" in y:
+        raise ValueError(f"--versus {text!r}: give each pair as METHOD>METHOD, e.g. alma>flat")
+    return x, y
+
+
+def summarize(
+    runs: Path, out: Path, reps: int = 10_000, versus: list[tuple[str, str]] | None = None
+) -> str:
+    """Write `out/summary.md` and `out/summary.csv`; returns the markdown. `versus`: the
+    (X, Y) pairs of P(X > Y); by default every method against flat."""
     found = collect(runs)
     if not found:
         raise ValueError(f"{runs}: no <method>_s<seed>/ directory with an eval.json")
+    methods = {m for scores in found.values() for m in scores}
+    unknown = sorted({m for pair in versus or [] for m in pair} - methods)
+    if unknown:
+        raise ValueError(f"--versus names {unknown}, which have no runs in {runs} "
+                         f"(methods found: {sorted(methods)})")
     rows: list[dict[str, Any]] = []
     for (file, metric), scores in found.items():
-        versus = [(m, REFERENCE) for m in scores if m != REFERENCE]
-        rows += seed_table.score_rows(scores, f"{EVALUATIONS[file]}: {metric} %", versus, reps)
+        pairs = [(m, REFERENCE) for m in scores if m != REFERENCE] if versus is None else [
+            (x, y) for x, y in versus if x in scores and y in scores]
+        rows += seed_table.score_rows(scores, f"{EVALUATIONS[file]}: {metric} %", pairs, reps)
     text = ("# SaveTheCity at 1M env steps: greedy evaluation on 100 fixed episodes per seed\n\n"
             "completed: buildings completed; solved: episodes with every building completed "
             "(percent). P(X > Y): probability that a seed of X beats a seed of Y; \"not "
@@ -91,8 +110,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, help="directory of <method>_s<seed>/ runs")
     parser.add_argument("--out", type=Path, help="default: the runs directory's parent")
+    parser.add_argument("--versus", nargs="+", type=parse_pair, metavar="X>Y",
+                        help="pairs for P(X > Y); default: every method against flat")
     args = parser.parse_args()
-    print(summarize(args.runs, args.out or args.runs.parent))
+    print(summarize(args.runs, args.out or args.runs.parent, versus=args.versus))
 
 
 if __name__ == "__main__":

@@ -376,3 +376,11 @@ def test_learning_1m_table_reads_each_runs_evaluations(tmp_path):
     assert "zero-shot" not in text  # no zero_shot.json anywhere
     assert (tmp_path / "summary.md").read_text() == text
     assert "teams 2-5: solved %" in (tmp_path / "summary.csv").read_text()
+
+    text = learning_1m_table.summarize(runs, tmp_path, reps=200, versus=[("flat", "alma")])
+    assert "| flat > alma | 2 vs 2 | 0.000 [0.000, 0.000] |" in text
+    assert "alma > flat" not in text
+    with pytest.raises(ValueError, match=r"--versus names \['heuristic'\]"):
+        learning_1m_table.summarize(runs, tmp_path, reps=200, versus=[("alma", "heuristic")])
+    with pytest.raises(ValueError, match="METHOD>METHOD"):
+        learning_1m_table.parse_pair("alma")
