@@ -96,7 +96,9 @@ def summarize(
     text = ("# SaveTheCity at 1M env steps: greedy evaluation on 100 fixed episodes per seed\n\n"
             "completed: buildings completed; solved: episodes with every building completed "
             "(percent). P(X > Y): probability that a seed of X beats a seed of Y; \"not "
-            "established\" when its interval contains 0.5.\n\n" + seed_table.markdown(rows, 1))
+            "established\" when its interval contains 0.5.\n\n"
+            "## At a glance: IQM [95% CI] (per seed)\n\n" + seed_table.glance(rows) + "\n"
+            + seed_table.markdown(rows, 1))
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text)
     with (out / "summary.csv").open("w", newline="") as f:

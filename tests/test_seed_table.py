@@ -54,3 +54,15 @@ def test_markdown_shows_each_evaluation_its_methods_and_comparisons():
     assert "| x | 0 1 | 5 | 20.0 [10.0, 30.0] | 20.0 [10.0, 30.0] | 10.0 30.0 |" in text
     assert "| y | 0 | 5 | 20.0 [–, –] | 20.0 [–, –] | 20.0 |" in text
     assert "| x > y | 2 vs 1 | 0.500 [–, –] | not established" in text
+
+
+def test_glance_puts_every_evaluation_of_a_method_on_one_row():
+    rows = seed_table.score_rows({"x": {0: (10.0, 5.0), 1: (30.0, 5.0)}, "y": {0: (20.0, 5.0)}},
+                                 "teams 2-5", [("x", "y")], 200)
+    rows += seed_table.score_rows({"x": {0: (40.0, 5.0), 1: (50.0, 5.0)}}, "zero-shot", (), 200)
+    lines = seed_table.glance(rows).splitlines()
+    assert lines[0] == "| | seeds | teams 2-5 | zero-shot |"
+    assert "| x | 2 | 20.0 [10.0, 30.0] (10.0, 30.0) | 45.0 [40.0, 50.0] (40.0, 50.0) |" in lines
+    assert "| y | 1 | 20.0 [–, –] (20.0) | – |" in lines  # no zero-shot for y
+    assert "| P(x > y) | 2 vs 1 | 0.50 [–, –], not established (an interval needs 2+ seeds " \
+           "each) | – |" in lines

@@ -21,7 +21,7 @@ from rllib_alma_mi.app.statistics import (
     probability_of_improvement,
 )
 
-__all__ = ["COLUMNS", "markdown", "score_rows", "verdict"]
+__all__ = ["COLUMNS", "glance", "markdown", "score_rows", "verdict"]
 
 COLUMNS = ("evaluation", "method", "versus", "seeds", "values", "env_steps_min",
            "env_steps_max", "statistic", "point", "low", "high", "verdict")
@@ -109,3 +109,32 @@ def markdown(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
                              f"{r['verdict']} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def glance(rows: Sequence[Mapping[str, Any]], digits: int = 1) -> str:
+    """One table over every evaluation: a row per method ("IQM [95% CI] (per-seed values)")
+    and a row per comparison ("P [95% CI]" and its verdict), a column per evaluation."""
+    evaluations = list(dict.fromkeys(r["evaluation"] for r in rows))
+    cells: dict[str, dict[str, str]] = {}
+    seeds: dict[str, str] = {}
+    for r in rows:
+        if r["statistic"] == "iqm":
+            label = r["method"]
+            values = ", ".join(_fmt(float(v), digits) for v in r["values"].split())
+            text = (f"{_fmt(r['point'], digits)} [{_fmt(r['low'], digits)}, "
+                    f"{_fmt(r['high'], digits)}] ({values})")
+            seeds[label] = str(len(r["seeds"].split()))
+        elif r["statistic"] == "p_improvement":
+            label = f"P({r['method']} > {r['versus']})"
+            text = (f"{_fmt(r['point'], 2)} [{_fmt(r['low'], 2)}, {_fmt(r['high'], 2)}], "
+                    f"{r['verdict']}")
+            seeds[label] = r["seeds"]
+        else:
+            continue
+        cells.setdefault(label, {})[r["evaluation"]] = text
+    lines = ["| | seeds | " + " | ".join(evaluations) + " |",
+             "|---|---|" + "---|" * len(evaluations)]
+    for label, by_evaluation in cells.items():
+        lines.append(f"| {label} | {seeds[label]} | "
+                     + " | ".join(by_evaluation.get(e, "–") for e in evaluations) + " |")
+    return "\n".join(lines) + "\n"
