@@ -10,7 +10,7 @@ and P(X > Y) for the pairs of `--versus` (default: every method against flat).
 
     python benchmarks/learning_1m_table.py results/learning_1m/runs
     python benchmarks/learning_1m_table.py results/mi_sight2/runs \
-        --versus alma_mi>alma alma_mi_scheme1>alma
+        --versus "alma_mi>alma" "alma_mi_scheme1>alma"   # quoted: > is a redirection
 """
 
 from __future__ import annotations
