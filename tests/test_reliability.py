@@ -84,6 +84,43 @@ def test_nan_update_is_skipped_and_counted(skip_nan_gradients):
         algo.stop()
 
 
+def test_minibatch_without_real_rows_is_skipped_not_counted_as_nonfinite():
+    """An allocator minibatch of bootstrap rows only (loss mask all 0, as a small slice gets
+    when the allocator acts only on events): its update is skipped, its optimizer state kept,
+    and the skip counted in num_empty_minibatches, not as a non-finite update."""
+    algo = tiny_config().build_algo()
+    try:
+        learner = algo.learner_group._learner
+        allocator, worker = learner.module[ALLOCATOR], learner.module["worker"]
+        algo.train()
+        before = {"allocator": _weights(allocator), "worker": _weights(worker)}
+        adam_before = _adam_steps(learner, ALLOCATOR)
+        real_rows = learner.compute_loss_for_module
+
+        def no_real_rows(*, module_id, config, batch, fwd_out):
+            if module_id == ALLOCATOR:
+                batch = {**batch, Columns.LOSS_MASK: torch.zeros_like(batch[Columns.LOSS_MASK])}
+            return real_rows(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+
+        learner.compute_loss_for_module = no_real_rows
+        result = algo.train()
+        stats = result["learners"][ALLOCATOR]
+        assert stats["num_empty_minibatches"] >= 1
+        assert stats["num_nonfinite_updates"] == 0
+        assert result["learners"]["worker"]["num_empty_minibatches"] == 0
+        assert _same_weights(_weights(allocator), before["allocator"])
+        assert _adam_steps(learner, ALLOCATOR) == adam_before
+        assert not _same_weights(_weights(worker), before["worker"])
+
+        learner.compute_loss_for_module = real_rows
+        empty = stats["num_empty_minibatches"]
+        result = algo.train()
+        assert result["learners"][ALLOCATOR]["num_empty_minibatches"] == empty  # lifetime
+        assert not _same_weights(_weights(allocator), before["allocator"])
+    finally:
+        algo.stop()
+
+
 @pytest.mark.parametrize("fault", ["nan_inputs", "inf_estimate"])
 def test_unusable_mi_batches_skip_the_term_and_ppo_still_updates(fault):
     """NaN MINE inputs or an infinite estimate: the MI term is left out of those minibatches

@@ -43,6 +43,7 @@ from rllib_alma_mi.rllib.task_credit import TASK_ADVANTAGES, TASK_VALUE_TARGETS,
 logger = logging.getLogger(__name__)
 
 NUM_NONFINITE_UPDATES = "num_nonfinite_updates"
+NUM_EMPTY_MINIBATCHES = "num_empty_minibatches"
 
 
 def renormalized_advantages(batch: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +178,13 @@ class AlmaPPOLearner(PPOTorchLearner):
     (`AlmaPPOConfig` sets that flag: nothing non-finite reaches RLlib's step, and the flag turns
     off its per-tensor checks.)
 
+    A module whose minibatch holds no real row (every loss-mask entry 0: only the bootstrap
+    rows PPO appends to each episode chunk, which happens to the allocator when it acts only on
+    events and a slice is small) has nothing to learn from: its update is skipped the same way,
+    without computing PPO's loss (a masked mean over no rows is 0/0), and counted in
+    `result["learners"][module_id]["num_empty_minibatches"]` (a lifetime count), not as a
+    non-finite update.
+
     With `allocator_credit="task"` the learner connector gets a `PerTaskGAE` piece after
     RLlib's GAE, and the allocator's PPO loss is `PerChoicePPOLoss` (a clipped surrogate per
     pointer choice with per-task advantages, a per-task value loss, the joint entropy), logged
@@ -186,6 +194,7 @@ class AlmaPPOLearner(PPOTorchLearner):
 
     def build(self) -> None:
         torch.set_num_threads(learner_threads(self.config))
+        self._empty: set[str] = set()  # modules whose current minibatch has no real row
         self._imitation_weight = imitation_weight_at(self.config, 0)
         self._warned: set[tuple[str, str]] = set()
         self._task_credit = getattr(self.config, "allocator_credit", "team") == "task"
@@ -218,6 +227,11 @@ class AlmaPPOLearner(PPOTorchLearner):
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
+        loss_mask = batch.get(Columns.LOSS_MASK)
+        if loss_mask is not None and not bool(loss_mask.any()):
+            self._empty.add(module_id)
+            # A zero that backward() accepts and that reaches no parameter.
+            return torch.zeros((), device=loss_mask.device, requires_grad=True)
         if module_id == ALLOCATOR and self._task_credit:
             loss = self._per_choice_loss(module_id, config, batch, fwd_out)
         else:
@@ -225,7 +239,6 @@ class AlmaPPOLearner(PPOTorchLearner):
             loss = super().compute_loss_for_module(
                 module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
             )
-        loss_mask = batch.get(Columns.LOSS_MASK)
         if IMITATION_LOGP in fwd_out:
             terms = ImitationLoss()(fwd_out[IMITATION_LOGP], loss_mask)
             self._log_terms(module_id, terms, IMITATION_SKIPPED)
@@ -320,8 +333,10 @@ class AlmaPPOLearner(PPOTorchLearner):
                 )
 
     def compute_gradients(self, loss_per_module: dict[str, Any], **kwargs) -> dict[Any, Any]:
-        """Gradients of every module whose loss and gradients are finite; the others are dropped
-        (their `.grad` is cleared, so the optimizer step leaves them and their state alone)."""
+        """Gradients of every module whose minibatch has real rows and whose loss and gradients
+        are finite; the others are dropped (their `.grad` is cleared, so the optimizer step
+        leaves them and their state alone)."""
+        empty, self._empty = self._empty, set()
         grads = super().compute_gradients(loss_per_module, **kwargs)
         # Every learner runs the same collectives in the same order: all modules, sorted.
         module_ids = sorted(self.module.keys(), key=str)
@@ -329,7 +344,7 @@ class AlmaPPOLearner(PPOTorchLearner):
             for module_id in module_ids:
                 _average_gradients(list(self.module[module_id].parameters()))
             grads = {ref: param.grad for ref, param in self._params.items()}
-        module_grads_of, local_finite = {}, []
+        module_grads_of, local_finite, local_rows = {}, [], []
         for module_id in module_ids:
             module_grads = {}
             for _, optimizer in self.get_optimizers_for_module(module_id):
@@ -340,24 +355,33 @@ class AlmaPPOLearner(PPOTorchLearner):
                 (loss is None or bool(torch.isfinite(loss).all()))
                 and _all_finite(list(module_grads.values()))
             )
+            local_rows.append(module_id not in empty)
+        # One all-reduce for both flags: a module updates only where every learner has real
+        # rows for it and every learner's loss and gradients are finite.
+        agreed = _agreed(local_finite + local_rows, self._device)
+        n = len(module_ids)
         first = _rank() == 0  # counts and warns once for all data-parallel learners
-        for module_id, finite, here in zip(
-            module_ids, _agreed(local_finite, self._device), local_finite, strict=True
+        for module_id, finite, rows, here in zip(
+            module_ids, agreed[:n], agreed[n:], local_finite, strict=True
         ):
             if module_id not in loss_per_module:
                 continue
             loss, module_grads = loss_per_module[module_id], module_grads_of[module_id]
             self.metrics.log_value(
-                (module_id, NUM_NONFINITE_UPDATES),
-                int(not finite and first),
+                (module_id, NUM_EMPTY_MINIBATCHES), int(not rows and first),
                 reduce="lifetime_sum",
             )
-            if finite:
+            self.metrics.log_value(
+                (module_id, NUM_NONFINITE_UPDATES),
+                int(rows and not finite and first),
+                reduce="lifetime_sum",
+            )
+            if finite and rows:
                 continue
             for ref in module_grads:
                 del grads[ref]
                 self._params[ref].grad = None
-            if not first:
+            if not rows or not first:
                 continue
             if here:  # the (averaged) gradients are finite: another learner's loss is not
                 what = "loss on another learner"
