@@ -436,11 +436,24 @@ def test_summarize_averages_each_seeds_last_iterations(tmp_path, capsys):
                                "--csv", str(out))
     assert code == 0, stderr[-3000:]
     assert "mi_weight=0.001" in stdout and out.is_file()
+    # evaluate --json files go with the trial whose checkpoint they evaluated
+    evaluation = {"mode": "greedy", "checkpoint": str(tmp_path / "a0" / "checkpoint_000001")}
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+    (tmp_path / "experiment_state.json").write_text(json.dumps({"checkpoint": "elsewhere"}))
+    (tmp_path / "b0" / "zero_shot.json").write_text(
+        json.dumps({**evaluation, "checkpoint": str(tmp_path / "b0")})
+    )
     kept = tmp_path.parent / f"{tmp_path.name}_kept"
     code, _, stderr = run_cli(capsys, "summarize", str(tmp_path), "--window", "2",
                           "--export", str(kept))
     assert code == 0, stderr[-3000:]
     assert sorted(p.name for p in kept.iterdir()) == ["a0", "a1", "b0"]
+    assert sorted(p.name for p in (kept / "a0").iterdir()) == [
+        "eval.json", "params.json", "progress.csv"
+    ]
+    assert json.loads((kept / "a0" / "eval.json").read_text()) == evaluation
+    assert sorted(p.name for p in (kept / "a1").iterdir()) == ["params.json", "progress.csv"]
+    assert (kept / "b0" / "zero_shot.json").is_file()
     copied = summarize_runs([kept], window=2)
     pd.testing.assert_frame_equal(copied, summarize_runs([tmp_path], window=2))
     assert run_cli(capsys, "summarize", str(tmp_path), "--window", "0")[0] != 0

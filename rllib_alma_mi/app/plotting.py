@@ -431,12 +431,30 @@ def summarize_runs(
     return table
 
 
-def export_curves(paths: list[str | Path], out: str | Path) -> list[Path]:
-    """Copy each trial's config and learning curves (no checkpoints) under `out`.
+def _evaluations_of(trial: Path) -> list[Path]:
+    """The `evaluate --json` files in the trial's directory or its run's: JSON objects whose
+    `checkpoint` lies inside the trial."""
+    found = []
+    for path in sorted({*trial.parent.glob("*.json"), *trial.glob("*.json")}):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        checkpoint = data.get("checkpoint") if isinstance(data, dict) else None
+        if isinstance(checkpoint, str) and "mode" in data and (
+            Path(checkpoint).resolve().is_relative_to(trial.resolve())
+        ):
+            found.append(path)
+    return found
 
-    Writes `out/<trial dir name>/params.json` and a `progress.csv` holding the iteration, the
+
+def export_curves(paths: list[str | Path], out: str | Path) -> list[Path]:
+    """Copy each trial's config, learning curves and evaluations (no checkpoints) under `out`.
+
+    Writes `out/<trial dir name>/params.json`, a `progress.csv` holding the iteration, the
     x axes and the metrics `plot` and `summarize` know (with the evaluation's), so both
-    commands work on the copy.
+    commands work on the copy, and every `evaluate --json` file of the trial's checkpoints
+    found in the trial's or its run's directory (e.g. `eval.json`), under its own name.
     Returns the trial directories written.
     """
     keep = {"training_iteration"}
@@ -453,5 +471,7 @@ def export_curves(paths: list[str | Path], out: str | Path) -> list[Path]:
         (target / "params.json").write_text(json.dumps(trial.params, indent=1, default=str))
         columns = [c for c in trial.table.columns if c in keep]
         trial.table[columns].to_csv(target / "progress.csv", index=False, float_format="%.6g")
+        for evaluation in _evaluations_of(trial.path):
+            (target / evaluation.name).write_text(evaluation.read_text())
         written.append(target)
     return written
