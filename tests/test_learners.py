@@ -168,3 +168,32 @@ def test_two_learners_stay_equal_through_the_populations_mi_steps():
         if isinstance(value, np.ndarray | torch.Tensor):
             np.testing.assert_array_equal(np.asarray(value), np.asarray(first[path]),
                                           err_msg=str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_two_learners_stay_equal_when_the_allocator_skips_update_steps():
+    """With minibatch_split="by_size" the allocator is absent from most update steps; the
+    learners still run the same collectives and end with the same weights."""
+    config = (
+        AlmaPPOConfig()
+        .environment("save_the_city", env_config={"scenario": "2a_3b", "max_cycles": 40})
+        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=2)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+        .learners(num_learners=2, num_cpus_per_learner=0.5)
+        .alma(embed_dim=16, minibatch_split="by_size")
+        .mutual_info(mi_embed_dim=16)
+    )
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+        states = [r.get() for r in algo.learner_group.foreach_learner(
+            lambda learner: learner.get_state(components=["rl_module", "optimizer"]))]
+    finally:
+        algo.stop()
+    assert result["learners"][ALLOCATOR]["num_module_steps_trained"] > 0
+    first = dict(tree.flatten_with_path(states[0]))
+    for path, value in tree.flatten_with_path(states[1]):
+        if isinstance(value, np.ndarray | torch.Tensor):
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(first[path]),
+                                          err_msg=str(path))

@@ -468,4 +468,5 @@ class AlmaPPOLearner(PPOTorchLearner):
             num_minibatches=(
                 math.ceil(num_total_minibatches / num_epochs) if num_total_minibatches else None
             ),
+            split=getattr(self.config, "minibatch_split", "equal_count"),
         )
