@@ -364,24 +364,26 @@ class AlmaPPOLearner(PPOTorchLearner):
         for module_id, finite, rows, here in zip(
             module_ids, agreed[:n], agreed[n:], local_finite, strict=True
         ):
-            if module_id not in loss_per_module:
-                continue
-            loss, module_grads = loss_per_module[module_id], module_grads_of[module_id]
-            self.metrics.log_value(
-                (module_id, NUM_EMPTY_MINIBATCHES), int(not rows and first),
-                reduce="lifetime_sum",
-            )
-            self.metrics.log_value(
-                (module_id, NUM_NONFINITE_UPDATES),
-                int(rows and not finite and first),
-                reduce="lifetime_sum",
-            )
+            # A module can be absent from this learner's minibatch and present in another's
+            # (minibatch_split="by_size"): it still holds the averaged gradients, and drops
+            # them when the other learners do.
+            loss, module_grads = loss_per_module.get(module_id), module_grads_of[module_id]
+            if loss is not None:
+                self.metrics.log_value(
+                    (module_id, NUM_EMPTY_MINIBATCHES), int(not rows and first),
+                    reduce="lifetime_sum",
+                )
+                self.metrics.log_value(
+                    (module_id, NUM_NONFINITE_UPDATES),
+                    int(rows and not finite and first),
+                    reduce="lifetime_sum",
+                )
             if finite and rows:
                 continue
             for ref in module_grads:
-                del grads[ref]
+                grads.pop(ref, None)
                 self._params[ref].grad = None
-            if not rows or not first:
+            if loss is None or not rows or not first:
                 continue
             if here:  # the (averaged) gradients are finite: another learner's loss is not
                 what = "loss on another learner"
