@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from rllib_alma_mi.app.schema import setting_names, suggest
+from rllib_alma_mi.app.schema import alma_defaults, setting_names, suggest
 
 # name → (candidate columns, axis label)
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -202,11 +202,17 @@ def config_identity(params: dict[str, Any]) -> dict[str, str]:
     """The settings that define a configuration (everything but the seed), as text.
 
     The population's settings are named `evolution.<key>`, and `evolution` says whether it
-    is on at all.
+    is on at all. An `AlmaPPOConfig` run recorded before an `.alma()` / `.mutual_info()` key
+    existed counts as that key's default, so adding a setting does not split old runs from
+    new ones.
     """
     flat = {"evolution": json.dumps("on" if params.get("evolution_config") else "off")}
+    defaults = alma_defaults()
+    alma_run = any(key in params for key in defaults)
     for path in setting_names():
         value: Any = params
+        if alma_run and path[0] in defaults and path[0] not in params:
+            value = {path[0]: defaults[path[0]]}
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
