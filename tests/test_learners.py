@@ -139,22 +139,21 @@ def test_two_learners_train_and_hold_the_same_weights():
     assert any(k[1] == WORKER for k in moved) and any(k[1] == ALLOCATOR for k in moved)
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("ray_session")
-def test_two_learners_stay_equal_through_the_populations_mi_steps():
-    """The population's MI steps run in every learner on its own (MINE draws negatives per
-    learner); the first learner's weights and optimizer state are then given to all."""
-    config = (
+def two_learners(num_epochs: int, **alma) -> AlmaPPOConfig:
+    """Two CPU learners on 2a_3b, 200 env steps each in minibatches of 100, 16 wide."""
+    return (
         AlmaPPOConfig()
         .environment("save_the_city", env_config={"scenario": "2a_3b", "max_cycles": 40})
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=1)
+        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=num_epochs)
         .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
         .learners(num_learners=2, num_cpus_per_learner=0.5)
-        .alma(embed_dim=16)
+        .alma(embed_dim=16, **alma)
         .mutual_info(mi_embed_dim=16)
-        .evolution(population_size=2, tournament_size=2, episodes_per_eval=1,
-                   eval_workers=1, ea_mi_steps=2)
     )
+
+
+def train_once_and_get_learner_states(config) -> tuple[dict, list]:
+    """One training iteration; the result and each learner's module and optimizer state."""
     algo = config.build_algo()
     try:
         result = algo.train()
@@ -162,12 +161,28 @@ def test_two_learners_stay_equal_through_the_populations_mi_steps():
             lambda learner: learner.get_state(components=["rl_module", "optimizer"]))]
     finally:
         algo.stop()
-    assert np.isfinite(result["evolution"]["ea_mi_value"])
+    return result, states
+
+
+def assert_learners_equal(states: list) -> None:
     first = dict(tree.flatten_with_path(states[0]))
     for path, value in tree.flatten_with_path(states[1]):
         if isinstance(value, np.ndarray | torch.Tensor):
             np.testing.assert_array_equal(np.asarray(value), np.asarray(first[path]),
                                           err_msg=str(path))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_two_learners_stay_equal_through_the_populations_mi_steps():
+    """The population's MI steps run in every learner on its own (MINE draws negatives per
+    learner); the first learner's weights and optimizer state are then given to all."""
+    config = two_learners(num_epochs=1).evolution(
+        population_size=2, tournament_size=2, episodes_per_eval=1, eval_workers=1, ea_mi_steps=2
+    )
+    result, states = train_once_and_get_learner_states(config)
+    assert np.isfinite(result["evolution"]["ea_mi_value"])
+    assert_learners_equal(states)
 
 
 @pytest.mark.slow
@@ -175,25 +190,7 @@ def test_two_learners_stay_equal_through_the_populations_mi_steps():
 def test_two_learners_stay_equal_when_the_allocator_skips_update_steps():
     """With minibatch_split="by_size" the allocator is absent from most update steps; the
     learners still run the same collectives and end with the same weights."""
-    config = (
-        AlmaPPOConfig()
-        .environment("save_the_city", env_config={"scenario": "2a_3b", "max_cycles": 40})
-        .training(train_batch_size_per_learner=200, minibatch_size=100, num_epochs=2)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
-        .learners(num_learners=2, num_cpus_per_learner=0.5)
-        .alma(embed_dim=16, minibatch_split="by_size")
-        .mutual_info(mi_embed_dim=16)
-    )
-    algo = config.build_algo()
-    try:
-        result = algo.train()
-        states = [r.get() for r in algo.learner_group.foreach_learner(
-            lambda learner: learner.get_state(components=["rl_module", "optimizer"]))]
-    finally:
-        algo.stop()
+    config = two_learners(num_epochs=2, minibatch_split="by_size")
+    result, states = train_once_and_get_learner_states(config)
     assert result["learners"][ALLOCATOR]["num_module_steps_trained"] > 0
-    first = dict(tree.flatten_with_path(states[0]))
-    for path, value in tree.flatten_with_path(states[1]):
-        if isinstance(value, np.ndarray | torch.Tensor):
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(first[path]),
-                                          err_msg=str(path))
+    assert_learners_equal(states)
