@@ -57,13 +57,6 @@ class ProportionalMiniBatchIterator:
         self._shuffle = shuffle
         self._split = split
 
-    def _parts(self, n: int) -> int:
-        """How many minibatches a module of `n` rows is split into per epoch."""
-        steps = self._num_minibatches
-        if self._split == "by_size" and n < self._largest:
-            steps = math.ceil(n / self._minibatch_size)
-        return max(1, min(steps, n))
-
     def __iter__(self):
         steps = self._num_minibatches
         for _ in range(self._num_epochs):
@@ -72,13 +65,14 @@ class ProportionalMiniBatchIterator:
                 if self._shuffle:
                     module_batch.shuffle()
                 n = len(module_batch)
-                parts = self._parts(n)
-                edges = np.linspace(0, n, parts + 1).astype(int)
                 if self._split == "by_size" and n < self._largest:
+                    parts = min(math.ceil(n / self._minibatch_size), steps)
                     # Slice j at step floor(j * steps / parts): distinct steps, evenly spread.
                     at = {j * steps // parts: j for j in range(parts)}
                 else:
+                    parts = max(1, min(steps, n))
                     at = {k: k % parts for k in range(steps)}
+                edges = np.linspace(0, n, parts + 1).astype(int)
                 for k, j in at.items():
                     slices[k][module_id] = module_batch[edges[j] : edges[j + 1]]
             for minibatch in slices:
