@@ -29,6 +29,7 @@ from rllib_alma_mi.settings import (
     HierarchySettings,
     ModelSettings,
     MutualInfoSettings,
+    alma_defaults,
     check_combination,
 )
 
@@ -42,9 +43,8 @@ class AlmaPPOConfig(PPOConfig):
 
     def __init__(self, algo_class: type | None = None):
         super().__init__(algo_class=algo_class or AlmaPPO)
-        for settings in (HierarchySettings(), ModelSettings(), MutualInfoSettings()):
-            for key, value in settings.to_dict().items():
-                setattr(self, key, value)
+        for key, value in alma_defaults().items():
+            setattr(self, key, value)
         self.training(
             lr=3e-4,
             gamma=0.99,

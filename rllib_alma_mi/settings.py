@@ -343,6 +343,15 @@ class EvolutionSettings(_Settings):
 ALMA_KEYS = HierarchySettings.keys() + ModelSettings.keys()
 
 
+def alma_defaults() -> dict[str, Any]:
+    """Every `.alma()` and `.mutual_info()` key with its default. A run recorded before a key
+    existed ran as its default does (new keys default to the old behaviour)."""
+    return {
+        **HierarchySettings().to_dict(), **ModelSettings().to_dict(),
+        **MutualInfoSettings().to_dict(),
+    }
+
+
 def check_combination(hierarchy: HierarchySettings, mi: MutualInfoSettings) -> None:
     """Reject settings that are valid alone but meaningless together."""
     if mi.use_mutual_info and mi.mi_scheme in (2, 3) and hierarchy.allocation != "learned":

@@ -24,7 +24,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from rllib_alma_mi.app.schema import alma_defaults, setting_names, suggest
+from rllib_alma_mi.app.schema import setting_names, suggest
+from rllib_alma_mi.settings import alma_defaults
 
 # name → (candidate columns, axis label)
 METRICS: dict[str, tuple[tuple[str, ...], str]] = {

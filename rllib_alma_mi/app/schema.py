@@ -19,8 +19,6 @@ from rllib_alma_mi.settings import (
     ALMA_KEYS,
     EvaluationSettings,
     EvolutionSettings,
-    HierarchySettings,
-    ModelSettings,
     MutualInfoSettings,
     check_bool,
     check_choice,
@@ -187,15 +185,6 @@ def config_key(section: str, key: str) -> tuple[str, ...]:
     if section == "evolution":
         return ("evolution_config", key)
     return ("lambda",) if key == "lambda_" else (key,)
-
-
-def alma_defaults() -> dict[str, Any]:
-    """Every `.alma()` and `.mutual_info()` key with its default. A run recorded before a key
-    existed ran as its default does (new keys default to the old behaviour)."""
-    return {
-        **HierarchySettings().to_dict(), **ModelSettings().to_dict(),
-        **MutualInfoSettings().to_dict(),
-    }
 
 
 def setting_names() -> list[tuple[str, ...]]:
