@@ -384,3 +384,39 @@ def test_learning_1m_table_reads_each_runs_evaluations(tmp_path):
         learning_1m_table.summarize(runs, tmp_path, reps=200, versus=[("alma", "heuristic")])
     with pytest.raises(ValueError, match="METHOD>METHOD"):
         learning_1m_table.parse_pair("alma")
+    assert "# Representation" not in text  # no probe and no mi_value logged
+
+
+def test_learning_1m_table_reports_probes_and_the_last_mi_values(tmp_path):
+    import json
+
+    import learning_1m_table
+
+    runs = tmp_path / "runs"
+    for method, seed, r2, mi in (("alma", 0, 0.1, ""), ("alma", 1, 0.2, ""),
+                                 ("alma_mi", 0, 0.3, "0.5"), ("alma_mi", 1, 0.4, "0.7")):
+        trial = runs / f"{method}_s{seed}" / "trial_0"
+        trial.mkdir(parents=True)
+        # 12 iterations: the first two (mi 9.0) fall outside the window of the last 10
+        lines = [f"{i},{i * 100},{9.0 if mi and i < 2 else mi}" for i in range(12)]
+        (trial / "progress.csv").write_text(
+            "x,env_runners/num_base_env_steps_lifetime,learners/allocator/mi_value\n"
+            + "\n".join(lines) + "\n")
+        summary = {"summary": {"all": {"tasks_completed_frac": 0.5, "solved_rate": 0.5}}}
+        (trial / "eval.json").write_text(json.dumps(summary))
+        (trial / "probe_allocator.json").write_text(
+            json.dumps({"r2_representation": r2, "r2_observation": 0.25}))
+    found = learning_1m_table.collect_representation(runs)
+    assert found["probe of the allocator: R² from its representation"] == {
+        "alma": {0: (0.1, 1100.0), 1: (0.2, 1100.0)},
+        "alma_mi": {0: (0.3, 1100.0), 1: (0.4, 1100.0)}}
+    mi = found["mi_value of the allocator, last 10 iterations (nats)"]
+    assert list(mi) == ["alma_mi"]  # alma logs none
+    assert mi["alma_mi"][0] == pytest.approx((0.5, 1100.0))
+    assert mi["alma_mi"][1] == pytest.approx((0.7, 1100.0))
+    assert not any("worker" in label for label in found)
+    text = learning_1m_table.summarize(runs, tmp_path, reps=200, versus=[("alma_mi", "alma")])
+    representation = text[text.index("# Representation"):]
+    assert "| alma_mi > alma | 2 vs 2 | 1.000 [1.000, 1.000] | improves |" in representation
+    assert "R² from its observation" in representation
+    assert "R² from its representation" in (tmp_path / "summary.csv").read_text()

@@ -453,6 +453,8 @@ def test_summarize_averages_each_seeds_last_iterations(tmp_path, capsys):
     (tmp_path / "b0" / "zero_shot.json").write_text(
         json.dumps({**evaluation, "checkpoint": str(tmp_path / "b0")})
     )
+    probe = {"checkpoint": str(tmp_path / "b0"), "module": "worker", "r2_representation": 0.1}
+    (tmp_path / "probe_worker.json").write_text(json.dumps(probe))
     kept = tmp_path.parent / f"{tmp_path.name}_kept"
     code, _, stderr = run_cli(capsys, "summarize", str(tmp_path), "--window", "2",
                           "--export", str(kept))
@@ -464,6 +466,7 @@ def test_summarize_averages_each_seeds_last_iterations(tmp_path, capsys):
     assert json.loads((kept / "a0" / "eval.json").read_text()) == evaluation
     assert sorted(p.name for p in (kept / "a1").iterdir()) == ["params.json", "progress.csv"]
     assert (kept / "b0" / "zero_shot.json").is_file()
+    assert json.loads((kept / "b0" / "probe_worker.json").read_text()) == probe
     copied = summarize_runs([kept], window=2)
     pd.testing.assert_frame_equal(copied, summarize_runs([tmp_path], window=2))
     assert run_cli(capsys, "summarize", str(tmp_path), "--window", "0")[0] != 0

@@ -684,8 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--csv", metavar="OUT.csv", help="also write the table as CSV")
     summarize.add_argument("--export", metavar="DIR",
                            help="also copy each trial's params.json, learning curves and "
-                                "evaluate --json files (no checkpoints) under DIR, where plot "
-                                "and summarize still work")
+                                "evaluate --json and probe --json files (no checkpoints) under "
+                                "DIR, where plot and summarize still work")
     summarize.set_defaults(func=cmd_summarize)
     return parser
 

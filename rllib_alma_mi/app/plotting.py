@@ -439,8 +439,8 @@ def summarize_runs(
 
 
 def _evaluations_of(trial: Path) -> list[Path]:
-    """The `evaluate --json` files in the trial's directory or its run's: JSON objects whose
-    `checkpoint` lies inside the trial."""
+    """The `evaluate --json` and `probe --json` files in the trial's directory or its run's:
+    JSON objects whose `checkpoint` lies inside the trial."""
     found = []
     for path in sorted({*trial.parent.glob("*.json"), *trial.glob("*.json")}):
         try:
@@ -448,7 +448,7 @@ def _evaluations_of(trial: Path) -> list[Path]:
         except (OSError, ValueError):
             continue
         checkpoint = data.get("checkpoint") if isinstance(data, dict) else None
-        if isinstance(checkpoint, str) and "mode" in data and (
+        if isinstance(checkpoint, str) and ("mode" in data or "r2_representation" in data) and (
             Path(checkpoint).resolve().is_relative_to(trial.resolve())
         ):
             found.append(path)
@@ -460,8 +460,9 @@ def export_curves(paths: list[str | Path], out: str | Path) -> list[Path]:
 
     Writes `out/<trial dir name>/params.json`, a `progress.csv` holding the iteration, the
     x axes and the metrics `plot` and `summarize` know (with the evaluation's), so both
-    commands work on the copy, and every `evaluate --json` file of the trial's checkpoints
-    found in the trial's or its run's directory (e.g. `eval.json`), under its own name.
+    commands work on the copy, and every `evaluate --json` or `probe --json` file of the
+    trial's checkpoints found in the trial's or its run's directory (e.g. `eval.json`), under
+    its own name.
     Returns the trial directories written.
     """
     keep = {"training_iteration"}
