@@ -152,8 +152,9 @@ def summarize(
     if representation:
         text += ("\n# Representation\n\nProbe: R² on held-out episodes of a ridge read-out of "
                  "the mean live-entity state features (`rllib-alma-mi probe`); from the "
-                 "observation is what one step's view holds, the bound for a memoryless "
-                 "module.\n\n" + seed_table.markdown(representation, 3))
+                 "observation: the same read-out from what the module sees in one step (a "
+                 "module without memory holds no more than that, though its layers can make "
+                 "more of it linearly readable).\n\n" + seed_table.markdown(representation, 3))
         rows += representation
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text)
