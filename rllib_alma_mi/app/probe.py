@@ -13,8 +13,9 @@ step where the probed module acts, each live agent gives one sample:
 A ridge regression is fitted on the first 70% of the episodes' samples (its penalty chosen on
 those episodes alone) and scored on the rest: R², pooled over the target's features.
 `r2_observation` is the same read-out from the raw observation. A representation computed from
-one step's observation cannot hold more about the state than that observation does, so it
-bounds what a memoryless module can reach (up to what a linear read-out finds).
+one step's observation cannot hold more about the state than that observation does; its
+layers can still make more of it linearly readable, so `r2_representation` may exceed
+`r2_observation` without the module knowing more.
 """
 
 from __future__ import annotations
