@@ -92,7 +92,7 @@ class AlmaPPOConfig(PPOConfig):
     def alma(self, **kwargs: Any) -> AlmaPPOConfig:
         """Hierarchy and model settings: allocation, alloc_interval, worker_reward,
         subtask_mask, allocator_view, imitation_steps, imitation_weight, allocator_credit,
-        minibatch_split, embed_dim, n_heads, agent_attention, relative_scale,
+        embed_dim, n_heads, agent_attention, relative_scale,
         shared_worker_encoder, keep_bias."""
         unknown = sorted(set(kwargs) - set(ALMA_KEYS))
         if unknown:

@@ -17,7 +17,6 @@ ALLOCATIONS = ("learned", "heuristic", "random", "none")
 WORKER_REWARDS = ("task", "team")
 ALLOCATOR_VIEWS = ("global", "team")
 ALLOCATOR_CREDITS = ("team", "task")
-MINIBATCH_SPLITS = ("equal_count", "by_size")
 MI_MEASURES = ("JSD", "GAN", "KL")
 MI_SCHEMES = (1, 2, 3)
 MI_TARGETS = ("task_mean", "entity_mean", "global_state")
@@ -148,12 +147,6 @@ class HierarchySettings(_Settings):
         (`infos["allocator"]["task_returns"]`), the allocator learns a value per task, and each
         agent's choice is weighted by the per-task GAE advantage of the task it chose, in a PPO
         surrogate clipped per choice. Needs allocation="learned" (new API stack only).
-    minibatch_split: how the allocator's small batch (a row per decision) is cut into
-        minibatches beside the workers' (`rllib.minibatches`). "equal_count" (default): into as
-        many as the workers', so with 4000-step batches it takes ~70 updates an iteration on
-        ~18 rows each, advantages standardised over each; "by_size": into minibatches of at
-        most `minibatch_size` rows, typically its whole batch once per epoch. Both cover every
-        row once per epoch. New API stack; the old stack's per-policy SGD always splits by size.
     """
 
     allocation: str = "learned"
@@ -164,7 +157,6 @@ class HierarchySettings(_Settings):
     imitation_steps: int = 0
     imitation_weight: float = 1.0
     allocator_credit: str = "team"
-    minibatch_split: str = "equal_count"
 
     def __post_init__(self) -> None:
         check_choice("allocation", self.allocation, ALLOCATIONS)
@@ -186,7 +178,6 @@ class HierarchySettings(_Settings):
                 "use allocation='learned' or imitation_steps=0"
             )
         check_choice("allocator_credit", self.allocator_credit, ALLOCATOR_CREDITS)
-        check_choice("minibatch_split", self.minibatch_split, MINIBATCH_SPLITS)
         if self.allocator_credit == "task" and self.allocation != "learned":
             raise ValueError(
                 f"allocator_credit='task' credits the learned allocator's choices per task, but "

@@ -413,11 +413,11 @@ def test_runs_differing_in_an_env_runners_setting_are_labelled_by_it(tmp_path):
 def test_a_run_from_before_a_setting_existed_groups_with_that_settings_default(tmp_path):
     base = {"env": "save_the_city", "env_config": {"scenario": "2a_3b"}, "mi_weight": 0.001}
     write_trial(tmp_path / "old", base, [100, 200], [0.1, 0.2])
-    write_trial(tmp_path / "new", {**base, "minibatch_split": "equal_count"}, [100], [0.1])
-    write_trial(tmp_path / "other", {**base, "minibatch_split": "by_size"}, [100], [0.1])
+    write_trial(tmp_path / "new", {**base, "allocator_credit": "team"}, [100], [0.1])
+    write_trial(tmp_path / "other", {**base, "allocator_credit": "task"}, [100], [0.1])
     groups = group_trials(find_trials([tmp_path]))
-    assert sorted(groups) == ["minibatch_split=by_size", "minibatch_split=equal_count"]
-    assert sorted(t.path.name for t in groups["minibatch_split=equal_count"]) == ["new", "old"]
+    assert sorted(groups) == ["allocator_credit=task", "allocator_credit=team"]
+    assert sorted(t.path.name for t in groups["allocator_credit=team"]) == ["new", "old"]
 
 
 def test_t_interval_matches_the_student_t_quantile():

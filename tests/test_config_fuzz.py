@@ -21,7 +21,6 @@ from rllib_alma_mi.settings import (
     MI_MEASURES,
     MI_SCHEMES,
     MI_TARGETS,
-    MINIBATCH_SPLITS,
     WORKER_REWARDS,
     MutualInfoSettings,
 )
@@ -40,7 +39,6 @@ ALMA_VALID = {
     "imitation_steps": st.sampled_from([0, 0, 1000]),
     "imitation_weight": st.sampled_from([0.0, 1.0]),
     "allocator_credit": st.sampled_from(ALLOCATOR_CREDITS),
-    "minibatch_split": st.sampled_from(MINIBATCH_SPLITS),
     "embed_dim": st.sampled_from([4, 8, 16]),
     "n_heads": st.sampled_from([1, 2, 4]),
     "agent_attention": st.booleans(),

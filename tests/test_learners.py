@@ -183,14 +183,3 @@ def test_two_learners_stay_equal_through_the_populations_mi_steps():
     result, states = train_once_and_get_learner_states(config)
     assert np.isfinite(result["evolution"]["ea_mi_value"])
     assert_learners_equal(states)
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("ray_session")
-def test_two_learners_stay_equal_when_the_allocator_skips_update_steps():
-    """With minibatch_split="by_size" the allocator is absent from most update steps; the
-    learners still run the same collectives and end with the same weights."""
-    config = two_learners(num_epochs=2, minibatch_split="by_size")
-    result, states = train_once_and_get_learner_states(config)
-    assert result["learners"][ALLOCATOR]["num_module_steps_trained"] > 0
-    assert_learners_equal(states)

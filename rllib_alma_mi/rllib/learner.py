@@ -364,9 +364,9 @@ class AlmaPPOLearner(PPOTorchLearner):
         for module_id, finite, rows, here in zip(
             module_ids, agreed[:n], agreed[n:], local_finite, strict=True
         ):
-            # A module can be absent from this learner's minibatch and present in another's
-            # (minibatch_split="by_size"): it still holds the averaged gradients, and drops
-            # them when the other learners do.
+            # A module can have no rows in this learner's minibatch and rows in another's (a
+            # small allocator batch over several learners): it still holds the averaged
+            # gradients, and drops them when the other learners do.
             loss, module_grads = loss_per_module.get(module_id), module_grads_of[module_id]
             if loss is not None:
                 self.metrics.log_value(
@@ -470,5 +470,4 @@ class AlmaPPOLearner(PPOTorchLearner):
             num_minibatches=(
                 math.ceil(num_total_minibatches / num_epochs) if num_total_minibatches else None
             ),
-            split=getattr(self.config, "minibatch_split", "equal_count"),
         )
