@@ -1,11 +1,11 @@
 """Learning: the learned allocator beats random allocation driving the same trained workers.
 
-`LineVisitEnv` (examples/custom_env.py) with more targets than agents and an episode just long
-enough to visit them all when the agents split the line between them: a random allocation
-sends agents back and forth and runs out of time. One short training run of the default
-`AlmaPPOConfig` (without MINE, learning rate 1e-3), then greedy episodes on the same seeds
-with the learned allocator and with random allocation: the gap is the allocator's own
-contribution.
+`LineVisitEnv` (examples/custom_env.py) with more targets than agents: agents that split the
+line between them visit every target sooner than agents sent back and forth by a random
+allocation. One short training run of the default `AlmaPPOConfig` (without MINE, learning rate
+1e-3), then greedy episodes on the same seeds with the learned allocator and with random
+allocation: the gap in episode length (an unsolved episode counts its full `max_cycles`) is the
+allocator's own contribution.
 """
 
 import numpy as np
@@ -18,11 +18,13 @@ from rllib_alma_mi.app.evaluation import evaluate
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
 ENV = {"n_agents": 2, "n_targets": 4, "length": 16, "max_cycles": 14}
-# Env steps of the wrapped environment (about 80 s on 2 cores). At lr 1e-3 and 8 envs the gap
-# was 0.10-0.13 (half-width 0.05) by 38-42k steps in three runs on seeds 0 and 1, and one run
-# had not left the no-learning plateau (0.33 solved by both rules) at 25k; at RLlib's 3e-4 the
-# workers needed 60k. With 32 envs it passed at 40k in both runs tried.
-BUDGET = 40_000
+# Env steps of the wrapped environment (about 90 s on 2 cores). Solved rates were a fragile
+# measure: once the workers are good, random allocation still solves 88% of these episodes, and
+# a run at 0.925 learned against 0.880 random failed a 0.05 margin. Episode length keeps
+# separating the rules: at 40k the learned allocator took 1.1-2.4 steps fewer than random
+# (half-width 0.4) in four runs on seeds 0-2; the slowest of them was level with random at 32k
+# and had just left that plateau at 40k, hence the extra 10k.
+BUDGET = 50_000
 EPISODES = 200
 
 
@@ -46,13 +48,13 @@ def test_learned_allocation_beats_random_allocation(tmp_path):
         algo.save_to_path(str(tmp_path / "checkpoint"))
     finally:
         algo.stop()
-    solved = {
-        rule: np.array([e.solved for e in evaluate(tmp_path / "checkpoint", EPISODES,
-                                                   allocation=rule).episodes])
-        for rule in ("learned", "random")
-    }
-    gap = solved["learned"] - solved["random"]  # paired: same seeds, same workers
+    episodes = {rule: evaluate(tmp_path / "checkpoint", EPISODES, allocation=rule).episodes
+                for rule in ("learned", "random")}
+    steps = {rule: np.array([e.steps for e in eps]) for rule, eps in episodes.items()}
+    solved = {rule: np.mean([e.solved for e in eps]) for rule, eps in episodes.items()}
+    gap = steps["random"] - steps["learned"]  # paired: same seeds, same workers
     half_width = 2.0 * gap.std(ddof=1) / np.sqrt(EPISODES)
-    learned, random = solved["learned"].mean(), solved["random"].mean()
-    message = f"solved: learned {learned:.3f}, random {random:.3f}"
-    assert gap.mean() > 0.05 and gap.mean() > half_width, message
+    message = (f"episode steps: learned {steps['learned'].mean():.2f}, random "
+               f"{steps['random'].mean():.2f} (solved {solved['learned']:.3f} against "
+               f"{solved['random']:.3f})")
+    assert gap.mean() > 0.25 and gap.mean() > half_width, message
