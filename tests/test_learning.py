@@ -50,11 +50,11 @@ def test_learned_allocation_beats_random_allocation(tmp_path):
         algo.stop()
     episodes = {rule: evaluate(tmp_path / "checkpoint", EPISODES, allocation=rule).episodes
                 for rule in ("learned", "random")}
-    steps = {rule: np.array([e.steps for e in eps]) for rule, eps in episodes.items()}
+    length = {rule: np.array([e.steps for e in eps]) for rule, eps in episodes.items()}
     solved = {rule: np.mean([e.solved for e in eps]) for rule, eps in episodes.items()}
-    gap = steps["random"] - steps["learned"]  # paired: same seeds, same workers
+    gap = length["random"] - length["learned"]  # paired: same seeds, same workers
     half_width = 2.0 * gap.std(ddof=1) / np.sqrt(EPISODES)
-    message = (f"episode steps: learned {steps['learned'].mean():.2f}, random "
-               f"{steps['random'].mean():.2f} (solved {solved['learned']:.3f} against "
+    message = (f"episode steps: learned {length['learned'].mean():.2f}, random "
+               f"{length['random'].mean():.2f} (solved {solved['learned']:.3f} against "
                f"{solved['random']:.3f})")
     assert gap.mean() > 0.25 and gap.mean() > half_width, message
