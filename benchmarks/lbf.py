@@ -1,15 +1,18 @@
-"""Level-Based Foraging: the field's IPPO anchor against ALMA (+ MINE) and flat entity PPO.
+"""Level-Based Foraging and RWARE: the field's IPPO anchor against ALMA (+ MINE) and flat PPO.
 
-For one LBF task, each seed and each method, trains until the wrapped environment has
-taken `--budget` steps and writes one CSV row per iteration to `OUT/<method>_s<seed>.csv`:
+For one task (`--env-id`: an LBF id, `Foraging-...`, or an RWARE id, `rware-...`, run
+through `envs.lbf` or `envs.rware`), each seed and each method, trains until the wrapped
+environment has taken `--budget` steps and writes one CSV row per iteration to
+`OUT/<method>_s<seed>.csv`:
 
     iter, time, env_steps, return, solved, completed, mi_value
 
 `return` is the mean episodic return summed over agents, as EPyMARL reports it (1.0 when
-every food item is collected, LBF's normalised reward). Methods:
+every food item is collected, LBF's normalised reward; RWARE's is the number of shelves
+delivered, +1 to the robot that delivers). Methods:
 
 - `anchor`: stock RLlib `PPOConfig`, one policy shared by every agent, RLlib's default MLP
-  over LBF's own vector observation (IPPO with parameter sharing, the EPyMARL baseline);
+  over the package's own vector observation (IPPO with parameter sharing, EPyMARL's baseline);
   `env_steps` is RLlib's `num_env_steps_sampled_lifetime`, `return` its
   `episode_return_mean` (the sum of every agent's rewards). `solved` and `completed` are
   not reported.
@@ -32,10 +35,11 @@ workers, or the anchor's shared module, sample from their action distributions a
 training; torch's generator seeded with each episode's env seed) into
 `OUT/<method>_s<seed>_eval_sampled.csv`. Both have the columns
 `episode, seed, return, solved, completed`, where `return` is the same quantity as above
-(every agent's LBF reward summed over the episode). `--zero-shot-env-arg KEY=VALUE`
-(repeatable) also evaluates the checkpoint greedily on the task modified by those arguments
-into `OUT/<method>_s<seed>_eval_zeroshot.csv`; the anchor's MLP is tied to its observation
-size and is skipped there.
+(every agent's reward summed over the episode; `solved` and `completed` are NaN for
+RWARE, which has no terminal success and whose requests never run out).
+`--zero-shot-env-arg KEY=VALUE` (repeatable) also evaluates the checkpoint greedily on the
+task modified by those arguments into `OUT/<method>_s<seed>_eval_zeroshot.csv`; the anchor's
+MLP is tied to its observation size and is skipped there.
 
 Resume. A checkpoint is saved every `--checkpoint-every` iterations and at the end under
 `OUT/checkpoints/<method>_s<seed>/`. On a rerun with the same `--out`, a run whose greedy
@@ -52,12 +56,15 @@ probability that `alma_mi` improves on each other method.
     python benchmarks/lbf.py --env-id Foraging-8x8-2p-2f-coop-v3 --seeds 0 1 2 \\
         --budget 2000000 --out results/lbf --zero-shot-env-arg players=3
     python benchmarks/lbf.py --summarize results/lbf
+    python benchmarks/lbf.py --env-id rware-tiny-2ag-v2 --budget 1000000 \\
+        --out results/rware/rware-tiny-2ag-v2
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import os
 import time
 from collections.abc import Sequence
@@ -75,17 +82,29 @@ NAN = float("nan")
 CHECKPOINT_MARKER = "rllib_checkpoint.json"
 
 
+def family(env_config: dict[str, Any]) -> str:
+    """The benchmark of `env_config`'s `env_id`: "rware" for Multi-Robot Warehouse ids
+    (`rware-...`), "lbf" for every other (Level-Based Foraging). It names the adapter module
+    (`envs.<family>`) and the registered RLlib env."""
+    return "rware" if str(env_config.get("env_id", "")).startswith("rware") else "lbf"
+
+
+def adapter(env_config: dict[str, Any]) -> Any:
+    """The adapter module of `env_config`'s benchmark (`envs.lbf` or `envs.rware`)."""
+    return importlib.import_module(f"envs.{family(env_config)}")
+
+
 def _anchor_config(env_config: dict[str, Any]):
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
 
-    from envs.lbf import flat_parallel_env
-
-    register_env("lbf_flat", lambda cfg: ParallelPettingZooEnv(flat_parallel_env(**cfg)))
+    name = f"{family(env_config)}_flat"
+    flat_parallel_env = adapter(env_config).flat_parallel_env
+    register_env(name, lambda cfg: ParallelPettingZooEnv(flat_parallel_env(**cfg)))
     return (
         PPOConfig()
-        .environment("lbf_flat", env_config=env_config)
+        .environment(name, env_config=env_config)
         .multi_agent(policies={"shared"}, policy_mapping_fn=lambda agent_id, *a, **k: "shared")
     )
 
@@ -95,7 +114,8 @@ def _alma_config(method: str, env_config: dict[str, Any]):
 
     # Every 5 env steps, the default when the table's first runs were made: kept so its
     # seeds stay comparable.
-    config = AlmaPPOConfig().environment("lbf", env_config=env_config).alma(alloc_interval=5)
+    config = (AlmaPPOConfig().environment(family(env_config), env_config=env_config)
+              .alma(alloc_interval=5))
     if method == "alma":
         config.mutual_info(use_mutual_info=False)
     elif method == "flat":
@@ -249,19 +269,21 @@ class EvalEpisode:
 
 
 def anchor_episode(env: Any, module: Any, seed: int, sample: bool = False) -> EvalEpisode:
-    """One episode of `env` (`envs.lbf.flat_parallel_env`) from `reset(seed=seed)`, every
+    """One episode of `env` (a `flat_parallel_env` of `envs.lbf` or `envs.rware`) from
+    `reset(seed=seed)`, every
     agent acting with `module` on its (obs_dim,) observation (a batch of n per step):
     greedily, the argmax of `forward_inference`'s `action_dist_inputs`; with `sample`, a draw
     from the module's exploration distribution over `forward_exploration`'s, torch's
     generator seeded with `seed` (`rllib_alma_mi.rllib.greedy.module_actions`). The return
-    is every agent's reward summed over the episode."""
+    is every agent's reward summed over the episode; `completed` is the fraction of LBF's
+    food collected; `solved` and `completed` are NaN for RWARE."""
     import torch
     from ray.rllib.core.columns import Columns
 
     from rllib_alma_mi.rllib.greedy import module_actions, seeded_sampling
 
     obs, _ = env.reset(seed=seed)
-    food_at_start = int((env.env.field > 0).sum())
+    food_at_start = _food_left(env)
     total, steps, terminated = 0.0, 0, False
     with seeded_sampling(seed):
         while env.agents:
@@ -272,18 +294,23 @@ def anchor_episode(env: Any, module: Any, seed: int, sample: bool = False) -> Ev
             total += sum(rewards.values())
             steps += 1
             terminated = any(terms.values())
-    left = int((env.env.field > 0).sum())
-    completed = 1.0 - left / food_at_start if food_at_start else NAN
-    return EvalEpisode(seed, total, float(terminated), completed, steps)
+    if not food_at_start:  # RWARE
+        return EvalEpisode(seed, total, NAN, NAN, steps)
+    return EvalEpisode(seed, total, float(terminated), 1.0 - _food_left(env) / food_at_start,
+                       steps)
+
+
+def _food_left(env: Any) -> int:
+    """LBF's uncollected food items in the flat env `env`; 0 for RWARE, which has none."""
+    field = getattr(env.env, "field", None)  # ForagingEnv's grid of food levels
+    return 0 if field is None else int((field > 0).sum())
 
 
 def evaluate_anchor(module: Any, env_config: dict[str, Any], episodes: int,
                     sample: bool = False) -> list[EvalEpisode]:
     """Greedy (or, with `sample`, sampled) episodes of the anchor's shared module on the
     evaluation seeds (`anchor_episode`)."""
-    from envs.lbf import flat_parallel_env
-
-    env = flat_parallel_env(**env_config)
+    env = adapter(env_config).flat_parallel_env(**env_config)
     module.eval()
     try:
         return [anchor_episode(env, module, seed, sample) for seed in evaluation_seeds(episodes)]
@@ -314,8 +341,8 @@ def evaluate_alma(checkpoint: Path, episodes: int, overrides: dict[str, Any] | N
 
     first = evaluation_seeds(1)[0]
     result = evaluate(checkpoint, episodes, overrides=overrides, seed=first, sample=sample)
-    # team_return sums the per-step mean over agents; every LBF agent is live for the whole
-    # episode, so times the team size it is every agent's reward summed over the episode.
+    # team_return sums the per-step mean over agents; every LBF or RWARE agent is live for the
+    # whole episode, so times the team size it is every agent's reward summed over the episode.
     return [EvalEpisode(e.seed, e.team_return * e.team_size, e.solved,
                         e.tasks_completed_frac, e.steps) for e in result.episodes]
 
@@ -350,7 +377,7 @@ def evaluate_run(method: str, paths: dict[str, Path], env_config: dict[str, Any]
     if not zero_shot or "zeroshot" not in keys:
         return
     if method == "anchor":
-        print(f"anchor: no zero-shot evaluation on {zero_shot}: its MLP takes LBF's flat "
+        print(f"anchor: no zero-shot evaluation on {zero_shot}: its MLP takes the flat "
               "observation of the training task's size and cannot read another", flush=True)
         return
     write_evaluation(paths["zeroshot"],
@@ -362,7 +389,6 @@ def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Nam
     """One run, resumed from its checkpoint when it has one, then its evaluation."""
     import torch
 
-    from envs.lbf import parallel_env
     from rllib_alma_mi.app.checkpoints import save_checkpoint
     from rllib_alma_mi.rllib.learner import learner_threads
 
@@ -378,7 +404,7 @@ def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Nam
         evaluate_run(method, paths, env_config, args, keys=missing)
         return
 
-    n_agents = parallel_env(**env_config).n_agents
+    n_agents = adapter(env_config).parallel_env(**env_config).n_agents
     config = build(method, seed, env_config, args)
     # The local learner's torch threads as AlmaPPO's learner sets them for every method: with
     # torch's default (one per core) the anchor's tiny MLP updated ~4x slower on 2 busy cores.
@@ -468,7 +494,8 @@ def summarize(out: Path, reps: int = 10_000) -> str:
     task = yaml.safe_load(task_file.read_text()) if task_file.is_file() else None
     described = "" if task is None else (
         f"Task: {task['env_config']}; zero-shot changes: {task['zero_shot'] or 'none'}.\n\n")
-    text = ("# LBF: evaluation return (summed over agents) per seed\n\n" + described +
+    title = "RWARE" if task is not None and family(task["env_config"]) == "rware" else "LBF"
+    text = (f"# {title}: evaluation return (summed over agents) per seed\n\n" + described +
             "task: greedy evaluation on the training task; sampled: the same episode seeds "
             "with the policies' actions sampled from their distributions; zero-shot: greedy "
             "evaluation on the changed task.\n\n"
@@ -500,7 +527,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="Foraging-8x8-2p-2f-coop-v3")
     parser.add_argument("--env-arg", type=_env_arg, action="append", default=[],
-                        help="a ForagingEnv argument overriding the id's, e.g. max_num_food=5")
+                        help="a ForagingEnv (or Warehouse) argument overriding the id's, "
+                             "e.g. max_num_food=5 (or sensor_range=2)")
     parser.add_argument("--zero-shot-env-arg", type=_env_arg, action="append", default=[],
                         help="also evaluate on the task with this ForagingEnv argument "
                              "changed, e.g. players=3 or field_size=[15,15]")
@@ -531,8 +559,7 @@ def main() -> None:
         print(summarize(args.summarize))
         return
     env_config = {"env_id": args.env_id, **dict(args.env_arg)}
-    from envs.lbf import parallel_env
-
+    parallel_env = adapter(env_config).parallel_env
     parallel_env(**env_config).close()  # a bad task fails here, before Ray starts
     if args.zero_shot_env_arg:
         parallel_env(**{**env_config, **dict(args.zero_shot_env_arg)}).close()

@@ -270,6 +270,40 @@ def test_lbf_runs_write_a_sampled_evaluation_and_a_rerun_fills_in_a_missing_one(
     assert {r["method"] for r in rows if r["evaluation"] == "sampled"} == set(methods)
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_lbf_benchmark_runs_rware_ids_through_the_rware_adapters(tmp_path):
+    """An `rware-...` id trains the anchor on `envs.rware.flat_parallel_env` and ALMA on the
+    registered `rware` env; their evaluations have no success measure (NaN) and the summary
+    names RWARE."""
+    import csv
+
+    import lbf
+    import torch
+
+    args = lbf.parse_args([
+        "--env-id", "rware-tiny-2ag-v2", "--env-arg", "max_steps=20", "--budget", "1",
+        "--batch", "100", "--minibatch", "50", "--epochs", "1", "--env-runners", "0",
+        "--envs-per-runner", "1", "--eval-episodes", "2", "--out", str(tmp_path)])
+    env_config = {"env_id": args.env_id, **dict(args.env_arg)}
+    assert lbf.family(env_config) == "rware"
+    assert lbf.family({"env_id": "Foraging-8x8-2p-2f-coop-v3"}) == "lbf"
+    lbf.record_task(tmp_path, env_config, {})
+    threads = torch.get_num_threads()
+    try:
+        for method in ("anchor", "alma_mi"):
+            lbf.train(method, 0, env_config, args)
+    finally:
+        torch.set_num_threads(threads)
+    for method in ("anchor", "alma_mi"):
+        with lbf.run_paths(tmp_path, method, 0)["eval"].open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [int(r["seed"]) for r in rows] == lbf.evaluation_seeds(2), method
+        assert all(np.isfinite(float(r["return"])) and float(r["return"]) >= 0
+                   for r in rows), method
+        assert all(r["solved"] == r["completed"] == "nan" for r in rows), method
+    assert lbf.summarize(tmp_path, reps=200).startswith("# RWARE:")
+
+
 def test_lbf_resume_cuts_the_training_csv_back_to_the_checkpoint(tmp_path):
     import lbf
 
