@@ -51,7 +51,8 @@ continued.
 `--summarize OUT` (no training) writes `OUT/summary.md` and `OUT/summary.csv`: per
 evaluation (`task`: greedy, `sampled`, `zero-shot`) and method the IQM and mean over seeds
 of each seed's mean evaluation return with 95% stratified bootstrap intervals, and the
-probability that `alma_mi` improves on each other method.
+probability that `alma_mi` improves on each other method; `summary.md` ends with a table of
+each run's training curve (`training_curve`).
 
     python benchmarks/lbf.py --env-id Foraging-8x8-2p-2f-coop-v3 --seeds 0 1 2 \\
         --budget 2000000 --out results/lbf --zero-shot-env-arg players=3
@@ -475,6 +476,77 @@ def collect(out: Path, suffix: str) -> dict[str, dict[int, tuple[float, float]]]
     return found
 
 
+MILESTONES = (100_000, 200_000, 500_000)
+REACH = 0.95  # LBF's normalised return: (nearly) every food item collected
+WINDOW = 5  # iterations a training return is averaged over
+
+
+@dataclass
+class TrainingCurve:
+    """What one training CSV says of the run: its final env steps and wall-clock, the mean
+    return of its last 10 iterations, the return at each of `MILESTONES` (the mean of the
+    last `WINDOW` iterations with env_steps <= the milestone; NaN before any) and the env
+    steps at which the mean of `WINDOW` consecutive iterations first reaches `REACH` (NaN if
+    never)."""
+
+    method: str
+    seed: int
+    env_steps: float
+    minutes: float
+    last_10: float
+    at_milestones: tuple[float, ...]
+    steps_to_reach: float
+
+
+def training_curve(path: Path, method: str, seed: int) -> TrainingCurve:
+    """The `TrainingCurve` of one training CSV (`<method>_s<seed>.csv`)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no training iterations; delete it and rerun the run")
+    steps = np.array([float(r["env_steps"]) for r in rows])
+    returns = np.array([float(r["return"]) for r in rows])
+
+    def window_mean(end: int) -> float:  # iterations end-WINDOW+1 .. end
+        part = returns[max(0, end - WINDOW + 1):end + 1]
+        return float(np.mean(part[~np.isnan(part)])) if (~np.isnan(part)).any() else NAN
+
+    at = []
+    for milestone in MILESTONES:
+        before = np.flatnonzero(steps <= milestone)
+        at.append(window_mean(int(before[-1])) if before.size else NAN)
+    reached = [i for i in range(WINDOW - 1, len(rows)) if window_mean(i) >= REACH]
+    last = returns[-10:]
+    return TrainingCurve(
+        method, seed, float(steps[-1]), float(rows[-1]["time"]) / 60,
+        float(np.mean(last[~np.isnan(last)])) if (~np.isnan(last)).any() else NAN,
+        tuple(at), float(steps[reached[0]]) if reached else NAN,
+    )
+
+
+def training_table(out: Path) -> str:
+    """A markdown table of the `TrainingCurve` of every `<method>_s<seed>.csv` under `out`."""
+    def fmt(value: float, spec: str) -> str:
+        return "–" if np.isnan(value) else format(value, spec)
+
+    milestones = " / ".join(f"{m // 1000}k" for m in MILESTONES)
+    lines = [
+        f"| method | seed | env steps | wall-clock (min) | return, last 10 iterations | "
+        f"return at {milestones} | env steps to {REACH} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        for path in sorted(out.glob(f"{method}_s*.csv")):
+            tag = path.stem[len(method) + 2:]
+            if not tag.isdigit():
+                continue
+            c = training_curve(path, method, int(tag))
+            at = " / ".join(fmt(v, ".2f") for v in c.at_milestones)
+            lines.append(f"| {method} | {c.seed} | {c.env_steps:.0f} | {c.minutes:.1f} | "
+                         f"{fmt(c.last_10, '.3f')} | {at} | {fmt(c.steps_to_reach, '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def summarize(out: Path, reps: int = 10_000) -> str:
     """Write `out/summary.md` and `out/summary.csv` from the evaluation CSVs; returns the
     markdown. Scores are each seed's mean evaluation return (summed over agents); the rows'
@@ -500,7 +572,11 @@ def summarize(out: Path, reps: int = 10_000) -> str:
             "with the policies' actions sampled from their distributions; zero-shot: greedy "
             "evaluation on the changed task.\n\n"
             "P(X > Y): probability that a seed of X beats a seed of Y; "
-            "\"not established\" when its interval contains 0.5.\n\n" + seed_table.markdown(rows))
+            "\"not established\" when its interval contains 0.5.\n\n" + seed_table.markdown(rows)
+            + f"\n## training\n\nFrom the training CSVs: return is the mean episodic return of "
+            f"an iteration; at a step count, the mean of the last {WINDOW} iterations up to it; "
+            f"env steps to {REACH}: where the mean of {WINDOW} consecutive iterations first "
+            f"reaches it.\n\n" + training_table(out))
     (out / "summary.md").write_text(text)
     write_csv_atomic(out / "summary.csv", seed_table.COLUMNS,
                      [[r[c] for c in seed_table.COLUMNS] for r in rows])

@@ -156,6 +156,32 @@ def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
     assert "| alma_mi > anchor | 4 vs 4 | 0.688" in text
 
 
+def test_lbf_training_curve_reads_milestones_and_the_step_count_that_reaches_the_target(
+    tmp_path,
+):
+    import lbf
+
+    # 10 iterations of 40k steps; returns climb 0.1 per iteration from 0.1 to 1.0, one NaN
+    # (an iteration without a finished episode) at iteration 3
+    returns = [0.1, 0.2, float("nan"), 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    path = tmp_path / "alma_mi_s4.csv"
+    path.write_text(",".join(lbf.COLUMNS) + "\n" + "".join(
+        f"{i + 1},{60.0 * (i + 1)},{40_000 * (i + 1)},{r},nan,nan,nan\n"
+        for i, r in enumerate(returns)))
+    curve = lbf.training_curve(path, "alma_mi", 4)
+    assert (curve.env_steps, curve.minutes) == (400_000, 10.0)
+    assert curve.last_10 == pytest.approx(np.nanmean(returns))
+    # 100k: iterations 1-2 (0.1, 0.2); 200k: 1-5 without the NaN; 500k: iterations 6-10
+    assert curve.at_milestones == pytest.approx((0.15, 0.3, 0.8))
+    # never 0.95 over 5 iterations: the best window (0.6 .. 1.0) averages 0.8
+    assert np.isnan(curve.steps_to_reach)
+    path.write_text(path.read_text().replace(",0.6,", ",5.0,"))  # iteration 6: 5.0
+    # iterations 2-6 (0.2, NaN, 0.4, 0.5, 5.0) average 1.525: reached at iteration 6
+    assert lbf.training_curve(path, "alma_mi", 4).steps_to_reach == 240_000
+    table = lbf.training_table(tmp_path)
+    assert "| alma_mi | 4 | 400000 | 10.0 |" in table and table.count("\n") == 3
+
+
 def test_lbf_summary_without_evaluation_files_names_the_missing_files(tmp_path):
     import lbf
 
