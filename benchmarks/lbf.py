@@ -477,7 +477,7 @@ def collect(out: Path, suffix: str) -> dict[str, dict[int, tuple[float, float]]]
 
 
 MILESTONES = (100_000, 200_000, 500_000)
-REACH = 0.95  # LBF's normalised return: (nearly) every food item collected
+REACH = 0.95  # of LBF's normalised return: (nearly) every food item collected
 WINDOW = 5  # iterations a training return is averaged over
 
 
@@ -486,8 +486,8 @@ class TrainingCurve:
     """What one training CSV says of the run: its final env steps and wall-clock, the mean
     return of its last 10 iterations, the return at each of `MILESTONES` (the mean of the
     last `WINDOW` iterations with env_steps <= the milestone; NaN before any) and the env
-    steps at which the mean of `WINDOW` consecutive iterations first reaches `REACH` (NaN if
-    never)."""
+    steps at which the mean of `WINDOW` consecutive iterations first reaches `reach` (NaN if
+    never, or without a `reach`)."""
 
     method: str
     seed: int
@@ -498,7 +498,8 @@ class TrainingCurve:
     steps_to_reach: float
 
 
-def training_curve(path: Path, method: str, seed: int) -> TrainingCurve:
+def training_curve(path: Path, method: str, seed: int,
+                   reach: float | None = REACH) -> TrainingCurve:
     """The `TrainingCurve` of one training CSV (`<method>_s<seed>.csv`)."""
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -515,7 +516,8 @@ def training_curve(path: Path, method: str, seed: int) -> TrainingCurve:
     for milestone in MILESTONES:
         before = np.flatnonzero(steps <= milestone)
         at.append(window_mean(int(before[-1])) if before.size else NAN)
-    reached = [i for i in range(WINDOW - 1, len(rows)) if window_mean(i) >= REACH]
+    reached = [] if reach is None else [
+        i for i in range(WINDOW - 1, len(rows)) if window_mean(i) >= reach]
     last = returns[-10:]
     return TrainingCurve(
         method, seed, float(steps[-1]), float(rows[-1]["time"]) / 60,
@@ -524,26 +526,27 @@ def training_curve(path: Path, method: str, seed: int) -> TrainingCurve:
     )
 
 
-def training_table(out: Path) -> str:
-    """A markdown table of the `TrainingCurve` of every `<method>_s<seed>.csv` under `out`."""
+def training_table(out: Path, reach: float | None = REACH) -> str:
+    """A markdown table of the `TrainingCurve` of every `<method>_s<seed>.csv` under `out`;
+    without a `reach`, no column of the env steps to reach it."""
     def fmt(value: float, spec: str) -> str:
         return "–" if np.isnan(value) else format(value, spec)
 
     milestones = " / ".join(f"{m // 1000}k" for m in MILESTONES)
-    lines = [
-        f"| method | seed | env steps | wall-clock (min) | return, last 10 iterations | "
-        f"return at {milestones} | env steps to {REACH} |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["method", "seed", "env steps", "wall-clock (min)", "return, last 10 iterations",
+              f"return at {milestones}"] + ([] if reach is None else [f"env steps to {reach}"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in METHODS:
         for path in sorted(out.glob(f"{method}_s*.csv")):
             tag = path.stem[len(method) + 2:]
             if not tag.isdigit():
                 continue
-            c = training_curve(path, method, int(tag))
-            at = " / ".join(fmt(v, ".2f") for v in c.at_milestones)
-            lines.append(f"| {method} | {c.seed} | {c.env_steps:.0f} | {c.minutes:.1f} | "
-                         f"{fmt(c.last_10, '.3f')} | {at} | {fmt(c.steps_to_reach, '.0f')} |")
+            c = training_curve(path, method, int(tag), reach)
+            cells = [method, str(c.seed), f"{c.env_steps:.0f}", f"{c.minutes:.1f}",
+                     fmt(c.last_10, ".3f"), " / ".join(fmt(v, ".2f") for v in c.at_milestones)]
+            if reach is not None:
+                cells.append(fmt(c.steps_to_reach, ".0f"))
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -566,7 +569,8 @@ def summarize(out: Path, reps: int = 10_000) -> str:
     task = yaml.safe_load(task_file.read_text()) if task_file.is_file() else None
     described = "" if task is None else (
         f"Task: {task['env_config']}; zero-shot changes: {task['zero_shot'] or 'none'}.\n\n")
-    title = "RWARE" if task is not None and family(task["env_config"]) == "rware" else "LBF"
+    rware = task is not None and family(task["env_config"]) == "rware"
+    title, reach = ("RWARE", None) if rware else ("LBF", REACH)  # RWARE's return is unbounded
     text = (f"# {title}: evaluation return (summed over agents) per seed\n\n" + described +
             "task: greedy evaluation on the training task; sampled: the same episode seeds "
             "with the policies' actions sampled from their distributions; zero-shot: greedy "
@@ -574,9 +578,9 @@ def summarize(out: Path, reps: int = 10_000) -> str:
             "P(X > Y): probability that a seed of X beats a seed of Y; "
             "\"not established\" when its interval contains 0.5.\n\n" + seed_table.markdown(rows)
             + f"\n## training\n\nFrom the training CSVs: return is the mean episodic return of "
-            f"an iteration; at a step count, the mean of the last {WINDOW} iterations up to it; "
-            f"env steps to {REACH}: where the mean of {WINDOW} consecutive iterations first "
-            f"reaches it.\n\n" + training_table(out))
+            f"an iteration; at a step count, the mean of the last {WINDOW} iterations up to it"
+            + ("" if reach is None else f"; env steps to {reach}: where the mean of {WINDOW} "
+               "consecutive iterations first reaches it") + ".\n\n" + training_table(out, reach))
     (out / "summary.md").write_text(text)
     write_csv_atomic(out / "summary.csv", seed_table.COLUMNS,
                      [[r[c] for c in seed_table.COLUMNS] for r in rows])
