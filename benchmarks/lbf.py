@@ -271,11 +271,11 @@ class EvalEpisode:
 
 def anchor_episode(env: Any, module: Any, seed: int, sample: bool = False) -> EvalEpisode:
     """One episode of `env` (a `flat_parallel_env` of `envs.lbf` or `envs.rware`) from
-    `reset(seed=seed)`, every
-    agent acting with `module` on its (obs_dim,) observation (a batch of n per step):
-    greedily, the argmax of `forward_inference`'s `action_dist_inputs`; with `sample`, a draw
-    from the module's exploration distribution over `forward_exploration`'s, torch's
-    generator seeded with `seed` (`rllib_alma_mi.rllib.greedy.module_actions`). The return
+    `reset(seed=seed)`, every agent acting with `module` on its (obs_dim,) observation (a
+    batch of n per step): greedily, the argmax of `forward_inference`'s `action_dist_inputs`;
+    with `sample`, a draw from the module's exploration distribution over
+    `forward_exploration`'s, torch's generator seeded with `seed`
+    (`rllib_alma_mi.rllib.greedy.module_actions`). The return
     is every agent's reward summed over the episode; `completed` is the fraction of LBF's
     food collected; `solved` and `completed` are NaN for RWARE."""
     import torch
@@ -508,9 +508,12 @@ def training_curve(path: Path, method: str, seed: int,
     steps = np.array([float(r["env_steps"]) for r in rows])
     returns = np.array([float(r["return"]) for r in rows])
 
+    def nan_mean(values: np.ndarray) -> float:  # NaN: an iteration without a finished episode
+        kept = values[~np.isnan(values)]
+        return float(kept.mean()) if kept.size else NAN
+
     def window_mean(end: int) -> float:  # iterations end-WINDOW+1 .. end
-        part = returns[max(0, end - WINDOW + 1):end + 1]
-        return float(np.mean(part[~np.isnan(part)])) if (~np.isnan(part)).any() else NAN
+        return nan_mean(returns[max(0, end - WINDOW + 1):end + 1])
 
     at = []
     for milestone in MILESTONES:
@@ -518,10 +521,8 @@ def training_curve(path: Path, method: str, seed: int,
         at.append(window_mean(int(before[-1])) if before.size else NAN)
     reached = [] if reach is None else [
         i for i in range(WINDOW - 1, len(rows)) if window_mean(i) >= reach]
-    last = returns[-10:]
     return TrainingCurve(
-        method, seed, float(steps[-1]), float(rows[-1]["time"]) / 60,
-        float(np.mean(last[~np.isnan(last)])) if (~np.isnan(last)).any() else NAN,
+        method, seed, float(steps[-1]), float(rows[-1]["time"]) / 60, nan_mean(returns[-10:]),
         tuple(at), float(steps[reached[0]]) if reached else NAN,
     )
 
