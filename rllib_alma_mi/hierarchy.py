@@ -51,7 +51,8 @@ class HierarchicalEnv(MultiAgentEnv):
     `heuristic_allocation` (N,) when the allocator imitates the heuristic (`imitation_steps`).
     Allocator action: MultiDiscrete([T] * N), a task per agent slot (dead slots are ignored).
     Worker observation: the contract observation with `obs_mask` restricted to the worker's
-    subtask (itself, its task's entities, agents on the same task), plus `state` when asked.
+    subtask (itself, its task's entities, agents on the same task, and the entities no task
+    owns, such as RWARE's goals), plus `state` when asked.
     With `subtask_mask=False` (ALMA's "no mask" variant) the worker keeps its whole view and
     `subtask` (E,) marks its subtask's entities instead, so it still knows what it was given.
 

@@ -130,7 +130,8 @@ class HierarchySettings(_Settings):
         resolve (MPE simple_spread, RWARE's requests) need an int, or they get one allocation
         per episode.
     worker_reward: "task" (the assigned task's reward, as ALMA) or "team".
-    subtask_mask: restrict each worker's view to its subtask (ALMA); False = ALMA's "no mask":
+    subtask_mask: restrict each worker's view to its subtask (ALMA; entities that belong to no
+        task stay visible to all, see `views.subtask_entities`); False = ALMA's "no mask":
         the worker keeps its whole view and its observation marks its subtask's entities.
     allocator_view: "global" (the centralized state) or "team" (the union of the agents' sight).
     imitation_steps: RLlib env steps (its `num_env_steps_sampled_lifetime`, which also counts

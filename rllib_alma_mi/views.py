@@ -66,10 +66,20 @@ def subtask_entities(
     entity2task: np.ndarray,
 ) -> np.ndarray:
     """The entities of agent slot `slot`'s subtask (E,) int8: the agent itself, the entities of
-    its task (`entity2task` (E, T)) and the live agents (`live_slots`) assigned to the same
-    task in `allocation` (N,)."""
+    its task (`entity2task` (E, T)), the live agents (`live_slots`) assigned to the same task
+    in `allocation` (N,), and the shared entities: every non-agent row (row >= N) that belongs
+    to no task.
+
+    Shared entities are part of every subtask because no task owns them: RWARE's goal cells
+    and unrequested shelves are where a requested shelf must go and what blocks the way back.
+    Hiding them would leave a worker unable to finish its task. Environments whose every
+    non-agent entity belongs to a task (SaveTheCity, LBF, MPE `simple_spread`) are unaffected.
+    """
     task = allocation[slot]
     members = entity2task[:, task].astype(bool)
+    shared = ~entity2task.any(axis=1)
+    shared[: allocation.shape[0]] = False
+    members |= shared
     mates = [s for s in live_slots if allocation[s] == task]
     members[mates] = True
     members[slot] = True

@@ -7,6 +7,7 @@ from custom_env import LineVisitEnv
 from rllib_alma_mi.hierarchy import HierarchicalEnv
 from rllib_alma_mi.keys import ALLOCATOR, SUBTASK
 from rllib_alma_mi.settings import HierarchySettings
+from rllib_alma_mi.views import subtask_entities, subtask_obs_mask
 
 
 def make(include_state=False, **settings):
@@ -41,6 +42,20 @@ def test_co_assigned_agents_see_each_other():
     env.reset(seed=0)
     obs, *_ = env.step({ALLOCATOR: np.array([1, 1])})
     assert np.flatnonzero(obs["agent_0"]["obs_mask"]).tolist() == [0, 1, 3]
+
+
+def test_entities_of_no_task_belong_to_every_subtask():
+    # rows 0-1 agents, 2-3 tasks 0-1, 4-5 no task (shared), 5 out of sight
+    entity2task = np.zeros((6, 2), dtype=np.int8)
+    entity2task[2, 0] = entity2task[3, 1] = 1
+    allocation = np.array([0, 1])
+    assert np.flatnonzero(subtask_entities(0, allocation, [0, 1], entity2task)).tolist() == [
+        0, 2, 4, 5]
+    obs_mask = np.array([1, 1, 1, 1, 1, 0], dtype=np.int8)
+    seen = subtask_obs_mask(obs_mask, 1, allocation, [0, 1], entity2task)
+    assert np.flatnonzero(seen).tolist() == [1, 3, 4]
+    # an agent row without a task stays another agent's: not shared
+    assert subtask_entities(0, allocation, [0], entity2task)[1] == 0
 
 
 def test_no_subtask_mask_keeps_full_view_and_marks_the_subtask():

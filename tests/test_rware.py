@@ -256,6 +256,30 @@ def test_registered_for_the_hierarchy_with_the_heuristic():
     assert env.allocation() == {"agent_0": int(expected[0]), "agent_1": int(expected[1])}
 
 
+def test_workers_under_the_subtask_mask_see_the_goals_and_unrequested_shelves():
+    """Goals and unrequested shelves belong to no task: every worker keeps them in sight,
+    and loses only the other tasks' shelves and the agents on other tasks."""
+    from rllib_alma_mi.registry import make_env
+
+    env = make_env("rware", {"env_id": TINY, "sensor_range": 3,
+                             "_hierarchy": {"allocation": "heuristic"}})
+    obs, _ = env.reset(seed=0)
+    base = env.base
+    state = base.state()
+    owner = np.where(state["entity2task"].any(axis=1), state["entity2task"].argmax(axis=1), -1)
+    allocation = env.allocation()
+    n = base.n_agents
+    for i, agent in enumerate(base.possible_agents):
+        sight = base.visibility()[i].astype(bool)
+        hidden = (owner >= 0) & (owner != allocation[agent])
+        hidden[:n] = [allocation[other] != allocation[agent] for other in base.possible_agents]
+        hidden[i] = False
+        expected = sight & ~hidden
+        np.testing.assert_array_equal(obs[agent]["obs_mask"].astype(bool), expected)
+        assert expected[base._goal0:].all()
+        assert expected[n:base._goal0][owner[n:base._goal0] < 0].any()
+
+
 def test_render_rgb_array_draws_the_grid():
     env, frame = check_rgb_array_render(partial(parallel_env, TINY), (11 * 32, 10 * 32, 3))
     shelf = env.unwrapped_env.request_queue[0]
