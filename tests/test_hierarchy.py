@@ -279,3 +279,28 @@ def test_allocator_sees_its_current_allocation():
         obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
     assert obs[ALLOCATOR]["current_allocation"].tolist() == [0, 2]
     assert env.observation_spaces[ALLOCATOR].contains(obs[ALLOCATOR])
+
+
+@pytest.mark.parametrize("name, env_config", [
+    ("save_the_city", {}),
+    ("mpe_spread", {}),
+    ("lbf", {"env_id": "Foraging-2s-8x8-2p-2f-coop-v3"}),
+])
+def test_built_in_tasks_but_rware_have_no_entity_outside_every_task(name, env_config):
+    """Shared entities (no task, see `views.subtask_entities`) change only RWARE's workers:
+    every live non-agent entity of the other built-in envs belongs to a task at every step."""
+    from rllib_alma_mi.registry import make_env
+
+    env = make_env(name, env_config)
+    base, n_slots = env.base, env.n_slots
+    obs, _ = base.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        state = base.state()
+        shared = state["entity_mask"].astype(bool) & ~state["entity2task"].any(axis=1)
+        assert not shared[n_slots:].any()
+        if not base.agents:
+            obs, _ = base.reset(seed=int(rng.integers(1 << 30)))
+            continue
+        actions = {a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in base.agents}
+        obs, *_ = base.step(actions)
