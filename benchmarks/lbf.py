@@ -37,9 +37,10 @@ training; torch's generator seeded with each episode's env seed) into
 `episode, seed, return, solved, completed`, where `return` is the same quantity as above
 (every agent's reward summed over the episode; `solved` and `completed` are NaN for
 RWARE, which has no terminal success and whose requests never run out).
-`--zero-shot-env-arg KEY=VALUE` (repeatable) also evaluates the checkpoint greedily on the
-task modified by those arguments into `OUT/<method>_s<seed>_eval_zeroshot.csv`; the anchor's
-MLP is tied to its observation size and is skipped there.
+`--zero-shot-env-arg KEY=VALUE` (repeatable) also evaluates the checkpoint on the task
+modified by those arguments, greedily into `OUT/<method>_s<seed>_eval_zeroshot.csv` and with
+sampled actions into `OUT/<method>_s<seed>_eval_zeroshot_sampled.csv` (same episode seeds);
+the anchor's MLP is tied to its observation size and is skipped there.
 
 Resume. A checkpoint is saved every `--checkpoint-every` iterations and at the end under
 `OUT/checkpoints/<method>_s<seed>/`. On a rerun with the same `--out`, a run whose greedy
@@ -49,10 +50,10 @@ evaluation CSV is restored, its training CSV cut back to the checkpoint's iterat
 continued.
 
 `--summarize OUT` (no training) writes `OUT/summary.md` and `OUT/summary.csv`: per
-evaluation (`task`: greedy, `sampled`, `zero-shot`) and method the IQM and mean over seeds
-of each seed's mean evaluation return with 95% stratified bootstrap intervals, and the
-probability that `alma_mi` improves on each other method; `summary.md` ends with a table of
-each run's training curve (`training_curve`).
+evaluation (`task`: greedy, `sampled`, `zero-shot`, `zero-shot sampled`) and method the IQM
+and mean over seeds of each seed's mean evaluation return with 95% stratified bootstrap
+intervals, and the probability that `alma_mi` improves on each other method; `summary.md`
+ends with a table of each run's training curve (`training_curve`).
 
     python benchmarks/lbf.py --env-id Foraging-8x8-2p-2f-coop-v3 --seeds 0 1 2 \\
         --budget 2000000 --out results/lbf --zero-shot-env-arg players=3
@@ -168,6 +169,7 @@ def run_paths(out: Path, method: str, seed: int) -> dict[str, Path]:
         "eval": out / f"{stem}_eval.csv",
         "sampled": out / f"{stem}_eval_sampled.csv",
         "zeroshot": out / f"{stem}_eval_zeroshot.csv",
+        "zeroshot_sampled": out / f"{stem}_eval_zeroshot_sampled.csv",
         "checkpoint": out / "checkpoints" / stem,
     }
 
@@ -234,9 +236,9 @@ def record_task(out: Path, env_config: dict[str, Any], zero_shot: dict[str, Any]
 
 
 def missing_evaluations(paths: dict[str, Path], zero_shot: bool) -> list[str]:
-    """The keys of `paths` ("eval", "sampled", "zeroshot" when `zero_shot`) whose evaluation
-    CSV does not exist yet."""
-    keys = ("eval", "sampled", "zeroshot") if zero_shot else ("eval", "sampled")
+    """The keys of `paths` ("eval", "sampled", and "zeroshot", "zeroshot_sampled" when
+    `zero_shot`) whose evaluation CSV does not exist yet."""
+    keys = ("eval", "sampled") + (("zeroshot", "zeroshot_sampled") if zero_shot else ())
     return [key for key in keys if not paths[key].is_file()]
 
 
@@ -359,9 +361,10 @@ def write_evaluation(path: Path, episodes: list[EvalEpisode]) -> None:
 
 def evaluate_run(method: str, paths: dict[str, Path], env_config: dict[str, Any],
                  args: argparse.Namespace, module: Any = None,
-                 keys: Sequence[str] = ("eval", "sampled", "zeroshot")) -> None:
+                 keys: Sequence[str] = ("eval", "sampled", "zeroshot", "zeroshot_sampled"),
+                 ) -> None:
     """Write the run's evaluation CSVs named by `keys` (of `run_paths`): the greedy one,
-    the sampled one and, when `--zero-shot-env-arg` asks for it, the zero-shot one. The
+    the sampled one and, when `--zero-shot-env-arg` asks for them, the zero-shot ones. The
     anchor acts with its trained `module`, or without one with the module restored from its
     checkpoint; the other methods are restored from their checkpoint."""
     zero_shot = dict(args.zero_shot_env_arg)
@@ -375,14 +378,16 @@ def evaluate_run(method: str, paths: dict[str, Path], env_config: dict[str, Any]
         else:
             episodes = evaluate_alma(paths["checkpoint"], args.eval_episodes, sample=sample)
         write_evaluation(paths[key], episodes)
-    if not zero_shot or "zeroshot" not in keys:
+    if not zero_shot or not {"zeroshot", "zeroshot_sampled"} & set(keys):
         return
     if method == "anchor":
         print(f"anchor: no zero-shot evaluation on {zero_shot}: its MLP takes the flat "
               "observation of the training task's size and cannot read another", flush=True)
         return
-    write_evaluation(paths["zeroshot"],
-                     evaluate_alma(paths["checkpoint"], args.eval_episodes, zero_shot))
+    for key, sample in (("zeroshot", False), ("zeroshot_sampled", True)):
+        if key in keys:
+            write_evaluation(paths[key], evaluate_alma(
+                paths["checkpoint"], args.eval_episodes, zero_shot, sample=sample))
 
 
 # ---------------------------------------------------------------------------- training
@@ -394,12 +399,13 @@ def train(method: str, seed: int, env_config: dict[str, Any], args: argparse.Nam
     from rllib_alma_mi.rllib.learner import learner_threads
 
     paths = run_paths(args.out, method, seed)
-    state = run_state(paths, bool(args.zero_shot_env_arg))
+    zero_shot = bool(args.zero_shot_env_arg) and method != "anchor"  # see evaluate_run
+    state = run_state(paths, zero_shot)
     if state == "done":
         print(f"{method} s{seed}: {paths['eval']} exists, skipped", flush=True)
         return
     if state == "evaluate":
-        missing = missing_evaluations(paths, bool(args.zero_shot_env_arg))
+        missing = missing_evaluations(paths, zero_shot)
         print(f"{method} s{seed}: trained and evaluated; only the missing "
               f"{', '.join(paths[k].name for k in missing)}", flush=True)
         evaluate_run(method, paths, env_config, args, keys=missing)
@@ -555,13 +561,14 @@ def summarize(out: Path, reps: int = 10_000) -> str:
     """Write `out/summary.md` and `out/summary.csv` from the evaluation CSVs; returns the
     markdown. Scores are each seed's mean evaluation return (summed over agents); the rows'
     `evaluation` is `task` (greedy), `sampled` (the same seeds, sampled actions) or
-    `zero-shot` (greedy, on the changed task)."""
+    `zero-shot` (greedy, on the changed task) or `zero-shot sampled`."""
     from rllib_alma_mi.app import seed_table
 
     versus = [("alma_mi", other) for other in METHODS if other != "alma_mi"]
     rows: list[dict[str, Any]] = []
     for suffix, evaluation in (("_eval", "task"), ("_eval_sampled", "sampled"),
-                               ("_eval_zeroshot", "zero-shot")):
+                               ("_eval_zeroshot", "zero-shot"),
+                               ("_eval_zeroshot_sampled", "zero-shot sampled")):
         found = collect(out, suffix)
         if not found and suffix == "_eval":
             raise ValueError(f"{out}: no <method>_s<seed>_eval.csv files to summarize")
@@ -575,7 +582,8 @@ def summarize(out: Path, reps: int = 10_000) -> str:
     text = (f"# {title}: evaluation return (summed over agents) per seed\n\n" + described +
             "task: greedy evaluation on the training task; sampled: the same episode seeds "
             "with the policies' actions sampled from their distributions; zero-shot: greedy "
-            "evaluation on the changed task.\n\n"
+            "evaluation on the changed task; zero-shot sampled: the same episodes with sampled "
+            "actions.\n\n"
             "P(X > Y): probability that a seed of X beats a seed of Y; "
             "\"not established\" when its interval contains 0.5.\n\n" + seed_table.markdown(rows)
             + f"\n## training\n\nFrom the training CSVs: return is the mean episodic return of "

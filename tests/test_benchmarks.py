@@ -116,6 +116,7 @@ def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
             _write_train(tmp_path / f"{method}_s{seed}.csv", 2000 + seed)
     _write_eval(tmp_path / "alma_mi_s0_eval_zeroshot.csv", [0.7])
     _write_eval(tmp_path / "alma_mi_s1_eval_zeroshot.csv", [0.9])
+    _write_eval(tmp_path / "alma_mi_s0_eval_zeroshot_sampled.csv", [0.6])
     for seed, mean in enumerate([0.8, 0.9]):  # sampled: alma_mi above the anchor at both seeds
         _write_eval(tmp_path / f"alma_mi_s{seed}_eval_sampled.csv", [mean])
         _write_eval(tmp_path / f"anchor_s{seed}_eval_sampled.csv", [mean - 0.5])
@@ -145,12 +146,14 @@ def test_lbf_summary_reports_iqm_mean_and_probability_of_improvement(tmp_path):
     zero = got[("zero-shot", "alma_mi", "", "mean")]
     assert float(zero["point"]) == np.float64(0.8) and zero["seeds"] == "0 1"
     assert not any(key[0] == "zero-shot" and key[1] == "anchor" for key in got)
+    zero_sampled = got[("zero-shot sampled", "alma_mi", "", "mean")]
+    assert float(zero_sampled["point"]) == np.float64(0.6) and zero_sampled["seeds"] == "0"
     sampled = got[("sampled", "alma_mi", "", "mean")]
     assert float(sampled["point"]) == pytest.approx(0.85) and sampled["seeds"] == "0 1"
     assert float(got[("sampled", "anchor", "", "iqm")]["point"]) == pytest.approx(0.35)
     p_sampled = got[("sampled", "alma_mi", "anchor", "p_improvement")]
     assert (float(p_sampled["point"]), p_sampled["verdict"]) == (1.0, "improves")
-    assert {key[0] for key in got} == {"task", "sampled", "zero-shot"}
+    assert {key[0] for key in got} == {"task", "sampled", "zero-shot", "zero-shot sampled"}
     assert "## sampled" in text
     assert (tmp_path / "summary.md").read_text() == text
     assert "| alma_mi > anchor | 4 vs 4 | 0.688" in text
@@ -253,7 +256,8 @@ def test_lbf_runs_write_a_sampled_evaluation_and_a_rerun_fills_in_a_missing_one(
     tmp_path, capsys
 ):
     """A tiny anchor and alma_mi run each write their greedy and sampled evaluation CSVs on
-    the same seeds; with the sampled CSVs deleted, a rerun writes them again from the
+    the same seeds, and alma_mi its greedy and sampled zero-shot ones (the anchor cannot read
+    the changed task); with the sampled CSVs deleted, a rerun writes them again from the
     checkpoints (the same episodes) without training; the summary has sampled rows."""
     import csv
 
@@ -263,7 +267,7 @@ def test_lbf_runs_write_a_sampled_evaluation_and_a_rerun_fills_in_a_missing_one(
     args = lbf.parse_args([
         "--env-arg", "max_episode_steps=25", "--budget", "1", "--batch", "100",
         "--minibatch", "50", "--epochs", "1", "--env-runners", "0", "--envs-per-runner", "1",
-        "--eval-episodes", "3", "--out", str(tmp_path)])
+        "--eval-episodes", "3", "--out", str(tmp_path), "--zero-shot-env-arg", "players=3"])
     env_config = {"env_id": args.env_id, **dict(args.env_arg)}
     methods = ("anchor", "alma_mi")
     threads = torch.get_num_threads()  # train() sets the learner's thread count
@@ -277,6 +281,8 @@ def test_lbf_runs_write_a_sampled_evaluation_and_a_rerun_fills_in_a_missing_one(
                 with p[key].open(newline="") as f:
                     rows = list(csv.DictReader(f))
                 assert [int(r["seed"]) for r in rows] == lbf.evaluation_seeds(3), (method, key)
+            zero_shot = [p[k].is_file() for k in ("zeroshot", "zeroshot_sampled")]
+            assert zero_shot == [method == "alma_mi"] * 2, method
             written[method] = {k: p[k].read_text() for k in ("train", "eval", "sampled")}
             p["sampled"].unlink()
         capsys.readouterr()
@@ -287,7 +293,7 @@ def test_lbf_runs_write_a_sampled_evaluation_and_a_rerun_fills_in_a_missing_one(
         torch.set_num_threads(threads)
     assert " iter " not in printed and "resumed" not in printed  # no training on the rerun
     for method, p in paths.items():
-        assert f"only the missing {p['sampled'].name}" in printed
+        assert f"only the missing {p['sampled'].name}\n" in printed
         assert {k: p[k].read_text() for k in ("train", "eval", "sampled")} == written[method]
     text = lbf.summarize(tmp_path, reps=200)
     assert "## sampled" in text
@@ -363,8 +369,10 @@ def test_lbf_rerun_skips_evaluated_runs_fills_in_missing_evaluations_and_resumes
     _write_eval(paths["sampled"], [0.5])
     assert lbf.run_state(paths, zero_shot=False) == "done"
     assert lbf.run_state(paths, zero_shot=True) == "evaluate"
-    assert lbf.missing_evaluations(paths, zero_shot=True) == ["zeroshot"]
+    assert lbf.missing_evaluations(paths, zero_shot=True) == ["zeroshot", "zeroshot_sampled"]
     _write_eval(paths["zeroshot"], [0.5])
+    assert lbf.missing_evaluations(paths, zero_shot=True) == ["zeroshot_sampled"]
+    _write_eval(paths["zeroshot_sampled"], [0.5])
     assert lbf.run_state(paths, zero_shot=True) == "done"
 
 
