@@ -239,17 +239,20 @@ def test_resume_continues_from_the_last_checkpoint(workdir, capsys):
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 240
-    while not list(out.glob("*/checkpoint_000000/rllib_checkpoint.json")):
-        assert proc.poll() is None and time.monotonic() < deadline, "no first checkpoint"
+    # Tune records a checkpoint only after its files are written; the second one on disk means
+    # the first is recorded (Tune asks for iteration 2 after processing iteration 1's save).
+    while not list(out.glob("*/checkpoint_000001/rllib_checkpoint.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no second checkpoint"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout
     assert f"train --resume {out}" in stdout
     (trial,) = trial_dirs(out)
-    checkpoints = sorted(trial.glob("checkpoint_*"))
-    last_iteration = len(checkpoints)  # one checkpoint per iteration: checkpoint_00000k = k + 1
-    assert last_iteration < 4
+    # the checkpoint the run reports as its last; one per iteration: checkpoint_00000k = k + 1
+    (recorded,) = re.findall(r"last checkpoint: \S*/checkpoint_(\d+)", stdout)
+    last_iteration = int(recorded) + 1
+    assert 1 <= last_iteration < 4
 
     code, resumed, stderr = run_cli(capsys, "train", "--resume", str(out))
     assert code == 0, stderr[-3000:]
