@@ -534,8 +534,9 @@ def training_curve(path: Path, method: str, seed: int,
 
 
 def training_table(out: Path, reach: float | None = REACH) -> str:
-    """A markdown table of the `TrainingCurve` of every `<method>_s<seed>.csv` under `out`;
-    without a `reach`, no column of the env steps to reach it."""
+    """A markdown table of the `TrainingCurve` of every finished run under `out` (a
+    `<method>_s<seed>.csv` with its `_eval.csv`: a run still training is left out, as in the
+    evaluation tables); without a `reach`, no column of the env steps to reach it."""
     def fmt(value: float, spec: str) -> str:
         return "–" if np.isnan(value) else format(value, spec)
 
@@ -546,7 +547,7 @@ def training_table(out: Path, reach: float | None = REACH) -> str:
     for method in METHODS:
         for path in sorted(out.glob(f"{method}_s*.csv")):
             tag = path.stem[len(method) + 2:]
-            if not tag.isdigit():
+            if not tag.isdigit() or not path.with_name(f"{path.stem}_eval.csv").is_file():
                 continue
             c = training_curve(path, method, int(tag), reach)
             cells = [method, str(c.seed), f"{c.env_steps:.0f}", f"{c.minutes:.1f}",

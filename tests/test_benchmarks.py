@@ -181,6 +181,9 @@ def test_lbf_training_curve_reads_milestones_and_the_step_count_that_reaches_the
     path.write_text(path.read_text().replace(",0.6,", ",5.0,"))  # iteration 6: 5.0
     # iterations 2-6 (0.2, NaN, 0.4, 0.5, 5.0) average 1.525: reached at iteration 6
     assert lbf.training_curve(path, "alma_mi", 4).steps_to_reach == 240_000
+    assert lbf.training_table(tmp_path).count("\n") == 2  # no evaluation yet: still training
+    (tmp_path / "alma_mi_s5.csv").write_text(",".join(lbf.COLUMNS) + "\n")  # just started
+    _write_eval(tmp_path / "alma_mi_s4_eval.csv", [1.0])
     table = lbf.training_table(tmp_path)
     assert "| alma_mi | 4 | 400000 | 10.0 |" in table and table.count("\n") == 3
 
