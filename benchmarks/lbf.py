@@ -561,7 +561,7 @@ def training_table(out: Path, reach: float | None = REACH) -> str:
 def summarize(out: Path, reps: int = 10_000) -> str:
     """Write `out/summary.md` and `out/summary.csv` from the evaluation CSVs; returns the
     markdown. Scores are each seed's mean evaluation return (summed over agents); the rows'
-    `evaluation` is `task` (greedy), `sampled` (the same seeds, sampled actions) or
+    `evaluation` is `task` (greedy), `sampled` (the same seeds, sampled actions),
     `zero-shot` (greedy, on the changed task) or `zero-shot sampled`."""
     from rllib_alma_mi.app import seed_table
 
